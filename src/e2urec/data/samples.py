@@ -1,0 +1,68 @@
+"""Samples on disk: one JSON object a line, read back with line-numbered errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from e2urec.data.movielens import DataFormatError
+
+REQUIRED_FIELDS = ("sample_id", "user_id", "item_id", "rating", "timestamp", "label",
+                   "prompt", "answer")
+SPLITS = ("train", "valid", "test", "forget", "retain", "holdout")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with Path(path).open("w", encoding="utf-8", newline="\n") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read samples, naming the file and line of the first malformed one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing samples file {path}")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            missing = [f for f in REQUIRED_FIELDS if not isinstance(row, dict) or f not in row]
+            if missing:
+                raise DataFormatError(f"{path}:{lineno}: missing field(s) {missing}")
+            rows.append(row)
+    return rows
+
+
+def read_split(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    read_manifest(data_dir)  # a clear error for a folder that `prepare` did not write
+    return read_jsonl(Path(data_dir) / f"{split}.jsonl")
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{data_dir} is not a prepared data folder (no manifest.json); "
+            "run `e2urec prepare` first"
+        )
+    return json.loads(path.read_text())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

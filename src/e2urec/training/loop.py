@@ -1,0 +1,135 @@
+"""The one supervised fine-tuning loop: accelerate, seeded, early stopping on valid loss."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from e2urec.backbones.registry import Backbone
+from e2urec.backbones.scoring import answer_logits
+from e2urec.config import LoraConfig, TrainConfig
+from e2urec.training.losses import answer_ce
+
+
+def make_accelerator(cpu: bool = False) -> Accelerator:
+    return Accelerator(cpu=cpu)
+
+
+def resolve_lora_targets(model: torch.nn.Module, targets: Sequence[str]) -> list[str] | str:
+    """Map short names (q, v, ...) onto the module names this architecture uses."""
+    if list(targets) in (["all-linear"], ["all"]):
+        return "all-linear"
+    names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+             if isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D"}
+    resolved = []
+    for target in targets:
+        match = next((c for c in (target, f"{target}_proj") if c in names), None)
+        if match is None:
+            raise ValueError(f"LoRA target {target!r} matches no layer; "
+                             f"linear layers here: {sorted(names)}")
+        resolved.append(match)
+    return resolved
+
+
+def add_lora(backbone: Backbone, config: LoraConfig) -> Backbone:
+    """Wrap the model with fresh LoRA adapters; only the adapters stay trainable."""
+    peft_config = PeftLoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=resolve_lora_targets(backbone.model, config.targets),
+        task_type="SEQ_2_SEQ_LM" if backbone.family == "seq2seq" else "CAUSAL_LM",
+    )
+    model = get_peft_model(backbone.model, peft_config)
+    return Backbone(model, backbone.tokenizer, backbone.family, backbone.max_prompt_tokens)
+
+
+def loader(backbone: Backbone, rows: Sequence[dict[str, Any]], batch_size: int,
+           shuffle: bool, seed: int) -> DataLoader:
+    encoder = backbone.encoder()
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(encoder.encode(rows), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=encoder.collate, generator=generator)
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, data: DataLoader, device: torch.device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for batch in data:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = answer_ce(answer_logits(model, batch), batch["answer_ids"], batch["answer_mask"])
+        n = int(batch["answer_mask"].sum())
+        total, count = total + float(loss) * n, count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trainable parameters (all a restore needs)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
+        valid_rows: Sequence[dict[str, Any]], config: TrainConfig,
+        accelerator: Accelerator | None = None, desc: str = "train") -> dict[str, Any]:
+    """Fine-tune ``backbone.model`` in place; return the loss history.
+
+    The weights with the lowest valid loss are restored at the end; training
+    stops once valid loss has not improved for ``patience`` epochs.
+    """
+    config.validate()
+    set_seed(config.seed)
+    accelerator = accelerator or make_accelerator()
+    train_rows = list(train_rows)[: config.max_samples or None]
+    if not train_rows:
+        raise ValueError(f"{desc}: no training samples")
+    model = backbone.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    train_data = loader(backbone, train_rows, config.batch_size, True, config.seed)
+    valid_data = loader(backbone, valid_rows, config.eval_batch_size, False, config.seed)
+    model, optimizer, train_data = accelerator.prepare(model, optimizer, train_data)
+
+    history: dict[str, Any] = {"train_loss": [], "valid_loss": [], "epochs_run": 0}
+    best, best_state, stale = math.inf, None, 0
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        running = []
+        bar = tqdm(train_data, desc=f"{desc} epoch {epoch + 1}/{config.epochs}",
+                   disable=not accelerator.is_local_main_process, leave=False)
+        for batch in bar:
+            loss = answer_ce(answer_logits(model, batch), batch["answer_ids"],
+                             batch["answer_mask"])
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
+        valid = mean_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
+        history["train_loss"].append(sum(running) / len(running))
+        history["valid_loss"].append(valid)
+        history["epochs_run"] = epoch + 1
+        if valid < best - 1e-6:
+            best, stale = valid, 0
+            best_state = trainable_state(accelerator.unwrap_model(model))
+        else:
+            stale += 1
+            if stale > config.patience:
+                break
+    unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:
+        unwrapped.load_state_dict(best_state, strict=False)
+    backbone.model = unwrapped.eval()
+    history["best_valid_loss"] = best
+    history["seconds"] = time.perf_counter() - start
+    return history

@@ -1,0 +1,48 @@
+"""Losses at the answer positions: label cross-entropy, soft targets, teacher logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def per_sample_ce(logits: torch.Tensor, answer_ids: torch.Tensor,
+                  answer_mask: torch.Tensor) -> torch.Tensor:
+    """Mean token cross-entropy of each sample's answer: ``[B]``."""
+    tokens = F.cross_entropy(logits.float().transpose(1, 2), answer_ids, reduction="none")
+    mask = answer_mask.float()
+    return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def answer_ce(logits: torch.Tensor, answer_ids: torch.Tensor,
+              answer_mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every answer token of the batch."""
+    tokens = F.cross_entropy(logits.float().transpose(1, 2), answer_ids, reduction="none")
+    mask = answer_mask.float()
+    return (tokens * mask).sum() / mask.sum().clamp(min=1)
+
+
+def soft_ce(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            answer_mask: torch.Tensor) -> torch.Tensor:
+    """Soft-target cross-entropy -sum p_teacher log p_student over the whole vocabulary."""
+    width = min(student_logits.shape[1], teacher_logits.shape[1])
+    teacher = teacher_logits[:, :width].float().softmax(-1)
+    log_student = student_logits[:, :width].float().log_softmax(-1)
+    per_token = -(teacher * log_student).sum(-1)
+    mask = answer_mask[:, :width].float()
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def forgetting_teacher(z_orig: torch.Tensor, z_aug: torch.Tensor, alpha: float,
+                       space: str = "logits") -> torch.Tensor:
+    """z_orig - alpha * relu(z_aug - z_orig), on raw logits (the paper) or log-probabilities.
+
+    Raw logits are shift-free under softmax, so when the augmented model's
+    logits sit uniformly below the original's the relu passes almost nothing;
+    in log-probability space only the change in confidence counts.
+    """
+    if space == "logprobs":
+        z_orig, z_aug = z_orig.float().log_softmax(-1), z_aug.float().log_softmax(-1)
+    elif space != "logits":
+        raise ValueError(f"unknown teacher space {space!r}; use 'logits' or 'logprobs'")
+    return z_orig - alpha * torch.relu(z_aug - z_orig)

@@ -1,0 +1,116 @@
+import json
+
+import pandas as pd
+import pytest
+
+from e2urec.config import PrepareConfig
+from e2urec.data.movielens import MovieLens, read_movielens
+from e2urec.data.protocol import (
+    ForgetRequestError,
+    build_samples,
+    make_shards,
+    prepare,
+    select_forget_users,
+    write_prepared,
+)
+from e2urec.data.samples import read_split
+
+
+def hand_data() -> MovieLens:
+    """Two users; u1 rates items 1..8 at t=1..8, u2 rates items 1..6 at t=10..15."""
+    ratings = [("u1", str(i), 5.0 if i % 2 else 2.0, i) for i in range(1, 9)]
+    ratings += [("u2", str(i), 4.0, 9 + i) for i in range(1, 7)]
+    return MovieLens(
+        pd.DataFrame(ratings, columns=["user_id", "item_id", "rating", "timestamp"]),
+        pd.DataFrame([("u1", "M", 30, "writer"), ("u2", "F", 40, "artist")],
+                     columns=["user_id", "gender", "age", "occupation"]),
+        pd.DataFrame([(str(i), f"Film {i}") for i in range(1, 9)], columns=["item_id", "title"]),
+    )
+
+
+def test_samples_need_five_earlier_ratings_and_use_the_latest_k():
+    samples = build_samples(hand_data(), PrepareConfig(history=3, window=100))
+    # u1 has 8 ratings: samples for its 6th..8th; u2 has 6: a sample for its 6th.
+    assert list(zip(samples.user_id, samples.item_id, strict=True)) == [
+        ("u1", "6"), ("u1", "7"), ("u1", "8"), ("u2", "6")]
+    first = samples.iloc[0]
+    assert "['0. Film 3 (5 stars)', '1. Film 4 (2 stars)', '2. Film 5 (5 stars)']" in first.prompt
+    assert "***Film 6***" in first.prompt
+    assert first.answer == "No." and first.label == 0
+    assert samples.iloc[1].answer == "Yes."
+
+
+def test_window_keeps_the_newest_samples():
+    samples = build_samples(hand_data(), PrepareConfig(history=3, window=2))
+    assert samples.item_id.tolist() == ["8", "6"]
+    assert samples.user_id.tolist() == ["u1", "u2"]
+
+
+def test_time_split_is_60_20_20_in_time_order(synthetic_raw):
+    prepared = prepare(read_movielens(synthetic_raw), PrepareConfig(window=100, seed=3))
+    train, valid, test = (prepared.splits[s] for s in ("train", "valid", "test"))
+    assert (len(train), len(valid), len(test)) == (60, 20, 20)
+    assert max(r["timestamp"] for r in train) <= min(r["timestamp"] for r in valid)
+    assert max(r["timestamp"] for r in valid) <= min(r["timestamp"] for r in test)
+
+
+def test_forget_set_is_every_train_sample_of_the_chosen_users(synthetic_raw):
+    prepared = prepare(read_movielens(synthetic_raw),
+                       PrepareConfig(window=10_000, forget_fraction=0.25, seed=5))
+    forgotten = set(prepared.manifest["forget_user_ids"])
+    assert len(forgotten) == round(0.25 * prepared.manifest["train_users"])
+    splits = prepared.splits
+    assert {r["user_id"] for r in splits["forget"]} == forgotten
+    assert not forgotten & {r["user_id"] for r in splits["retain"]}
+    ids = sorted(r["sample_id"] for r in splits["forget"] + splits["retain"])
+    assert ids == sorted(r["sample_id"] for r in splits["train"])
+    train_users = {r["user_id"] for r in splits["train"]}
+    assert all(r["user_id"] not in train_users for r in splits["holdout"])
+
+
+def test_explicit_forget_list_is_validated():
+    config = PrepareConfig(forget_users=["b", "zz", "yy"])
+    with pytest.raises(ForgetRequestError, match=r"2 user id\(s\).*\['yy', 'zz'\]"):
+        select_forget_users(["a", "b", "c"], config)
+    with pytest.raises(ForgetRequestError, match="names no users"):
+        select_forget_users(["a", "b"], PrepareConfig(forget_users=[" "]))
+    assert select_forget_users(["a", "b", "c"], PrepareConfig(forget_users=["c", "a"])) == [
+        "a", "c"]
+
+
+def test_forget_fraction_is_seeded():
+    users = [str(i) for i in range(50)]
+    first = select_forget_users(users, PrepareConfig(forget_fraction=0.2, seed=7))
+    assert first == select_forget_users(users, PrepareConfig(forget_fraction=0.2, seed=7))
+    assert first != select_forget_users(users, PrepareConfig(forget_fraction=0.2, seed=8))
+    assert len(first) == 10
+
+
+def test_shards_cover_train_and_user_balanced_shards_never_split_a_user():
+    train = pd.DataFrame({"sample_id": range(12),
+                          "user_id": ["a"] * 5 + ["b"] * 4 + ["c"] * 2 + ["d"]})
+    shards = make_shards(train, k=2, seed=0)
+    assert sorted(shards["sisa"]) == sorted(str(i) for i in range(12))
+    assert sorted(list(shards["sisa"].values()).count(s) for s in (0, 1)) == [6, 6]
+    # Greedy balance: a(5)->0, b(4)->1, c(2)->1, d(1)->0 gives loads 6 and 6.
+    assert shards["user_balanced"] == {"a": 0, "b": 1, "c": 1, "d": 0}
+
+
+def test_same_seed_gives_the_same_bytes(synthetic_raw, tmp_path):
+    data = read_movielens(synthetic_raw)
+    config = PrepareConfig(window=10_000, seed=11)
+    first = write_prepared(prepare(data, config), tmp_path / "a")
+    second = write_prepared(prepare(data, config), tmp_path / "b")
+    for file in sorted(p.name for p in first.iterdir()):
+        assert (first / file).read_bytes() == (second / file).read_bytes(), file
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 11
+    assert manifest["counts"]["train"] == len(read_split(first, "train"))
+
+
+def test_rewriting_a_prepared_folder_replaces_it_whole(synthetic_raw, tmp_path):
+    data = read_movielens(synthetic_raw)
+    out = write_prepared(prepare(data, PrepareConfig(window=10_000, seed=1)), tmp_path / "d")
+    write_prepared(prepare(data, PrepareConfig(window=50, seed=1)), out)
+    assert json.loads((out / "manifest.json").read_text())["counts"]["train"] == 30
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
