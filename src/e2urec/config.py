@@ -90,6 +90,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     weight_decay: float = 0.0
     patience: int = 1
+    early_stopping: bool = True
     use_lora: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     max_samples: int | None = None

@@ -83,8 +83,9 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
         accelerator: Accelerator | None = None, desc: str = "train") -> dict[str, Any]:
     """Fine-tune ``backbone.model`` in place; return the loss history.
 
-    The weights with the lowest valid loss are restored at the end; training
-    stops once valid loss has not improved for ``patience`` epochs.
+    With ``early_stopping`` the weights with the lowest valid loss are restored
+    at the end and training stops once valid loss has not improved for
+    ``patience`` epochs; without it every epoch runs and the last weights stay.
     """
     config.validate()
     set_seed(config.seed)
@@ -119,7 +120,9 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
         history["train_loss"].append(sum(running) / len(running))
         history["valid_loss"].append(valid)
         history["epochs_run"] = epoch + 1
-        if valid < best - 1e-6:
+        if not config.early_stopping:
+            best = min(best, valid)
+        elif valid < best - 1e-6:
             best, stale = valid, 0
             best_state = trainable_state(accelerator.unwrap_model(model))
         else:

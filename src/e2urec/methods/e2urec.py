@@ -1,0 +1,159 @@
+"""E2URec: LoRA adapters distilled from a forgetting and a remembering teacher.
+
+Student: the Original plus LoRA adapters; only the adapters train.
+Forgetting teacher (forget samples): z_orig - alpha * relu(z_aug - z_orig), where
+z_aug comes from the Original fine-tuned further on the forget set.
+Remembering teacher (retain samples): the Original, which is the student's
+own base with its adapters disabled, so no second copy is held.
+Loss: beta * L_forget + (1 - beta) * (L_remember + CE(retain)), soft-target
+cross-entropy over the whole vocabulary at the answer positions.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from e2urec.backbones.registry import Backbone
+from e2urec.backbones.scoring import answer_logits
+from e2urec.config import LoraConfig, TrainConfig
+from e2urec.methods.base import Unlearner, register
+from e2urec.training.checkpoints import load_model, save_model
+from e2urec.training.loop import add_lora, fit, loader
+from e2urec.training.losses import answer_ce, forgetting_teacher, soft_ce
+from e2urec.training.teachers import TeacherCache
+from e2urec.training.unlearn_loop import LoopOptions, StopRule, make_probe, run_unlearning
+
+
+@dataclass
+class E2URecOptions:
+    alpha: float = 2.0
+    beta: float = 0.4
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    lr: float = 1e-3
+    batch_size: int = 16
+    epochs: int = 3
+    forget_only_epochs: int = 1
+    teacher_space: Literal["logits", "logprobs"] = "logits"
+    augmented: str | None = None
+    augment_epochs: int = 3
+    augment_lr: float = 1e-3
+    augment_lora: bool = False
+    stop_rule: Literal["membership", "none"] = "membership"
+    gap_tolerance: float = 0.0
+    auc_tolerance: float = 0.01
+    probe_size: int = 256
+    evals_per_epoch: int = 2
+    teacher_cache_mb: float = 2048
+    seed: int = 42
+
+
+def base_logits(student: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The Original's logits: the student's base with its adapters switched off, in eval mode."""
+    was_training = student.training
+    student.eval()
+    with torch.no_grad(), student.disable_adapter():
+        logits = answer_logits(student, batch)
+    student.train(was_training)
+    return logits
+
+
+@register
+class E2URec(Unlearner):
+    name = "e2urec"
+    Options = E2URecOptions
+
+    def unlearn(self) -> dict[str, Any]:
+        opts, ctx = self.options, self.ctx
+        forget, retain = ctx.rows("forget"), ctx.rows("retain")
+        with self.timed():
+            augmented, augment_record = self._augmented(forget)
+            student = add_lora(load_model(ctx.original_dir), opts.lora)
+            device = ctx.accelerator.device
+            student.model.to(device)
+            forget_teacher = self._forget_teacher(student, augmented, forget, device)
+            del augmented
+            gc.collect()
+            retain_teacher = self._cache(student, retain, device,
+                                         lambda b: base_logits(student.model, b))
+            history = run_unlearning(
+                student, loader(student, forget, opts.batch_size, True, opts.seed),
+                loader(student, retain, opts.batch_size, True, opts.seed),
+                self._loss(forget_teacher, retain_teacher),
+                LoopOptions(epochs=opts.epochs, forget_only_epochs=opts.forget_only_epochs,
+                            lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
+                            evals_per_epoch=opts.evals_per_epoch),
+                ctx.accelerator,
+                StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance,
+                         opts.probe_size),
+                make_probe(student, forget, ctx.rows("holdout"), ctx.rows("valid"),
+                           opts.probe_size, opts.seed),
+                desc="e2urec",
+            )
+        if ctx.accelerator.is_main_process:
+            save_model(student, ctx.out_dir, {"method": self.name}, base_dir=ctx.original_dir)
+        trainable, total = student.parameter_counts()
+        return {"trainable_params": trainable, "total_params": total, "history": history,
+                "augment": augment_record,
+                "teacher_forwards": {"forget": forget_teacher.computed,
+                                     "retain": retain_teacher.computed}}
+
+    def _augmented(self, forget: list[dict]) -> tuple[Backbone, dict[str, Any]]:
+        """The Original over-fitted to the forget set (given, or trained here)."""
+        opts, ctx = self.options, self.ctx
+        if opts.augmented:
+            return load_model(opts.augmented), {"source": opts.augmented}
+        model = load_model(ctx.original_dir)
+        train = TrainConfig(epochs=opts.augment_epochs, lr=opts.augment_lr,
+                            batch_size=opts.batch_size, early_stopping=False,
+                            use_lora=opts.augment_lora, lora=opts.lora, seed=opts.seed)
+        if opts.augment_lora:
+            model = add_lora(model, opts.lora)
+        history = fit(model, forget, ctx.rows("valid")[:256], train, ctx.accelerator,
+                      desc="augment")
+        return model, {"source": "trained", "lora": opts.augment_lora,
+                       "seconds": history["seconds"], "train_loss": history["train_loss"]}
+
+    def _forget_teacher(self, student: Backbone, augmented: Backbone, forget: list[dict],
+                        device: torch.device) -> TeacherCache:
+        augmented.model.to(device).eval()
+        opts = self.options
+
+        def teacher(batch):
+            with torch.no_grad():
+                z_aug = answer_logits(augmented.model, batch)
+            return forgetting_teacher(base_logits(student.model, batch), z_aug, opts.alpha,
+                                      opts.teacher_space)
+
+        cache = self._cache(student, forget, device, teacher)
+        # The augmented model is needed only here: fill the cache now, then drop it.
+        for start in range(0, len(forget), 64):
+            cache.logits(torch.arange(start, min(start + 64, len(forget))))
+        return cache
+
+    def _cache(self, student: Backbone, rows: list[dict], device, teacher) -> TeacherCache:
+        encoder = student.encoder()
+        return TeacherCache(encoder, encoder.encode(rows), teacher, device,
+                            self.options.teacher_cache_mb, self.ctx.out_dir.parent)
+
+    def _loss(self, forget_teacher: TeacherCache, retain_teacher: TeacherCache):
+        beta = self.options.beta
+
+        def loss(model, forget_batch, retain_batch):
+            mask = forget_batch["answer_mask"]
+            l_forget = soft_ce(answer_logits(model, forget_batch),
+                               forget_teacher.logits(forget_batch["index"]), mask)
+            if retain_batch is None:
+                return l_forget, {"forget": l_forget.detach()}
+            logits = answer_logits(model, retain_batch)
+            l_remember = soft_ce(logits, retain_teacher.logits(retain_batch["index"]),
+                                 retain_batch["answer_mask"])
+            l_ce = answer_ce(logits, retain_batch["answer_ids"], retain_batch["answer_mask"])
+            total = beta * l_forget + (1 - beta) * (l_remember + l_ce)
+            return total, {"forget": l_forget.detach(), "remember": l_remember.detach(),
+                           "retain_ce": l_ce.detach()}
+
+        return loss

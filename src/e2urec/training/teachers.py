@@ -1,0 +1,75 @@
+"""Frozen-teacher logits, computed once per sample and reused across epochs.
+
+A teacher in eval mode is a pure function of its input, so its answer-
+position logits are computed the first time a sample is seen and kept: in
+memory while they fit ``max_memory_mb``, else in a float16 memory-mapped file
+on disk. Only the missing samples of a batch go through the teacher.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from e2urec.backbones.scoring import Encoder
+
+TeacherFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+class TeacherCache:
+    """Answer-position logits ``[A, V]`` of one frozen teacher for a fixed list of samples."""
+
+    def __init__(self, encoder: Encoder, features: Sequence[dict[str, Any]], teacher: TeacherFn,
+                 device: torch.device, max_memory_mb: float = 2048,
+                 spill_dir: str | Path | None = None):
+        self.encoder = encoder
+        self.features = features
+        self.teacher = teacher
+        self.device = device
+        self.width = max(len(f["answer"]) for f in features)
+        self.max_memory_mb = max_memory_mb
+        self.spill_dir = Path(spill_dir) if spill_dir else Path(tempfile.gettempdir())
+        self.filled = np.zeros(len(features), dtype=bool)
+        self.computed = 0
+        self.store: Any = None
+        self.on_disk = False
+
+    def _allocate(self, vocab: int) -> None:
+        shape = (len(self.features), self.width, vocab)
+        if np.prod(shape) * 4 / 2**20 <= self.max_memory_mb:
+            self.store = torch.zeros(shape, dtype=torch.float32)
+            return
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        # Lives as long as the cache; the file is deleted when the cache is collected.
+        self._file = tempfile.NamedTemporaryFile(dir=self.spill_dir, suffix=".teacher")  # noqa: SIM115
+        self.store = np.memmap(self._file.name, dtype=np.float16, mode="w+", shape=shape)
+        self.on_disk = True
+
+    @torch.no_grad()
+    def logits(self, indices: torch.Tensor) -> torch.Tensor:
+        """Teacher logits ``[B, A, V]`` for feature positions ``indices``, on the device."""
+        idx = indices.cpu().numpy()
+        missing = [int(i) for i in idx if not self.filled[i]]
+        if missing:
+            missing = sorted(set(missing))
+            batch = self.encoder.collate([self.features[i] for i in missing])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out = self.teacher(batch).float().cpu()
+            if self.store is None:
+                self._allocate(out.shape[-1])
+            padded = torch.zeros((len(missing), self.width, out.shape[-1]))
+            padded[:, :out.shape[1]] = out
+            if self.on_disk:
+                self.store[missing] = padded.numpy().astype(np.float16)
+            else:
+                self.store[missing] = padded
+            self.filled[missing] = True
+            self.computed += len(missing)
+        rows = self.store[idx]
+        rows = torch.from_numpy(np.asarray(rows, dtype=np.float32)) if self.on_disk else rows
+        return rows.to(self.device)
