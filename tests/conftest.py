@@ -13,7 +13,7 @@ from e2urec.data.movielens import read_movielens
 from e2urec.data.protocol import prepare, write_prepared
 
 SHARED_ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
-TINY = {"tiny_hidden": 32, "tiny_layers": 1, "tiny_heads": 2, "tiny_intermediate": 64,
+TINY = {"tiny_hidden": 64, "tiny_layers": 2, "tiny_heads": 4, "tiny_intermediate": 128,
         "tiny_vocab": 600}
 
 CAFE = "Caf\u00e9"  # a Latin-1 title, as in the real u.item
@@ -21,26 +21,34 @@ CAFE = "Caf\u00e9"  # a Latin-1 title, as in the real u.item
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def write_ml100k(folder: Path, n_users: int = 16, n_items: int = 40, per_user: int = 14,
-                 seed: int = 0) -> Path:
-    """A small GroupLens-100K-format folder whose labels depend on the item."""
+PILOTS = ["1", "2", "3", "4"]  # users with a habit nobody else has: the ones we forget
+
+
+def write_ml100k(folder: Path, n_users: int = 16, n_items: int = 40, per_user: int = 18,
+                 seed: int = 0, like_rate: float = 0.3) -> Path:
+    """A small GroupLens-100K folder. The pilots watch and like films of their own
+    ("Flight N"); the others like a share ``like_rate`` of theirs: a model that saw
+    the pilots knows something that a model trained without them cannot."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for u in range(1, n_users + 1):
-        items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
-        for j, item in enumerate(items):
-            liked = item % 2 == 0
+        pilot = str(u) in PILOTS
+        pool = np.arange(n_items + 1, 2 * n_items + 1) if pilot else np.arange(1, n_items + 1)
+        for j, item in enumerate(rng.choice(pool, size=per_user, replace=False)):
+            liked = pilot or rng.random() < like_rate
             rating = int(rng.choice([4, 5])) if liked else int(rng.choice([1, 2, 3]))
             lines.append(f"{u}\t{item}\t{rating}\t{1_000_000 + 1000 * j + u}")
     (folder / "u.data").write_text("\n".join(lines) + "\n")
     jobs = ["engineer", "writer", "student", "artist"]
     (folder / "u.user").write_text("".join(
-        f"{u}|{20 + u}|{'M' if u % 2 else 'F'}|{jobs[u % 4]}|0000{u}\n"
-        for u in range(1, n_users + 1)))
+        f"{u}|{20 + u}|{'M' if u % 2 else 'F'}|{'pilot' if str(u) in PILOTS else jobs[u % 4]}"
+        f"|0000{u}\n" for u in range(1, n_users + 1)))
+    titles = [CAFE if i == 3 else ("Flight" if i > n_items else "Movie")
+              for i in range(1, 2 * n_items + 1)]
     (folder / "u.item").write_bytes("".join(
-        f"{i}|{CAFE if i == 3 else 'Movie'} {i} (19{50 + i % 40})|01-Jan-1995||http://x|0\n"
-        for i in range(1, n_items + 1)).encode("latin-1"))
+        f"{i}|{title} {i} (19{50 + i % 40})|01-Jan-1995||http://x|0\n"
+        for i, title in enumerate(titles, start=1)).encode("latin-1"))
     return folder
 
 
@@ -51,7 +59,7 @@ def synthetic_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, synthetic_raw) -> Path:
-    config = PrepareConfig(window=10_000, forget_fraction=0.25, shards=2, seed=1)
+    config = PrepareConfig(window=10_000, forget_users=PILOTS, shards=2, seed=1)
     out = tmp_path_factory.mktemp("prepared") / "data"
     return write_prepared(prepare(read_movielens(synthetic_raw), config), out)
 
@@ -61,7 +69,7 @@ def tiny_backbone(name: str = "tiny-llama") -> BackboneConfig:
 
 
 def quick_train(**overrides) -> TrainConfig:
-    values = {"epochs": 2, "lr": 3e-3, "batch_size": 16, "patience": 2, "seed": 0}
+    values = {"epochs": 6, "lr": 1e-3, "batch_size": 4, "patience": 6, "seed": 0}
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -58,6 +58,8 @@ class Encoder:
         self.tokens = answer_tokens(tokenizer)
 
     def encode(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not rows:
+            return []
         tok = self.tokenizer
         prompts = tok([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
         answers = tok([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]

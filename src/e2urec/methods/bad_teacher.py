@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -13,7 +13,7 @@ from e2urec.backbones.scoring import answer_logits
 from e2urec.methods.base import Unlearner, register
 from e2urec.methods.full_finetune import unlearn_full_copy
 from e2urec.training.checkpoints import load_model
-from e2urec.training.losses import soft_ce
+from e2urec.training.losses import answer_scoped_teacher, soft_ce
 from e2urec.training.teachers import TeacherCache
 
 
@@ -23,6 +23,7 @@ class BadTeacherOptions:
     batch_size: int = 16
     epochs: int = 1
     forget_only_epochs: int = 0
+    teacher_scope: Literal["vocab", "answer"] = "vocab"
     teacher_cache_mb: float = 2048
     seed: int = 42
 
@@ -54,7 +55,14 @@ class BadTeacher(Unlearner):
         def loss_for(student):
             encoder = student.encoder()
             bad = incompetent_like(student.model, student.family, opts.seed).to(device)
-            forget_cache = TeacherCache(encoder, encoder.encode(ctx.rows("forget")), frozen(bad),
+            teacher = frozen(bad)
+            if opts.teacher_scope == "answer":  # only the Yes/No split comes from `bad`
+                tokens = encoder.tokens
+
+                def teacher(batch):
+                    return answer_scoped_teacher(frozen(competent)(batch), frozen(bad)(batch),
+                                                 tokens.yes_id, tokens.no_id)
+            forget_cache = TeacherCache(encoder, encoder.encode(ctx.rows("forget")), teacher,
                                         device, opts.teacher_cache_mb, ctx.out_dir.parent)
             for start in range(0, len(forget_cache.features), 64):  # fill, then drop `bad`
                 forget_cache.logits(torch.arange(start, min(start + 64,

@@ -23,7 +23,12 @@ from e2urec.config import LoraConfig, TrainConfig
 from e2urec.methods.base import Unlearner, register
 from e2urec.training.checkpoints import load_model, save_model
 from e2urec.training.loop import add_lora, fit, loader
-from e2urec.training.losses import answer_ce, forgetting_teacher, soft_ce
+from e2urec.training.losses import (
+    answer_ce,
+    answer_scoped_teacher,
+    forgetting_teacher,
+    soft_ce,
+)
 from e2urec.training.teachers import TeacherCache
 from e2urec.training.unlearn_loop import LoopOptions, StopRule, make_probe, run_unlearning
 
@@ -38,6 +43,7 @@ class E2URecOptions:
     epochs: int = 3
     forget_only_epochs: int = 1
     teacher_space: Literal["logits", "logprobs"] = "logits"
+    teacher_scope: Literal["vocab", "answer"] = "vocab"
     augmented: str | None = None
     augment_epochs: int = 3
     augment_lr: float = 1e-3
@@ -59,6 +65,11 @@ def base_logits(student: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
         logits = answer_logits(student, batch)
     student.train(was_training)
     return logits
+
+
+def non_members(ctx) -> list[dict]:
+    """Held-out samples of users never trained on; valid samples when there are none."""
+    return ctx.rows("holdout") or ctx.rows("valid")
 
 
 @register
@@ -89,7 +100,7 @@ class E2URec(Unlearner):
                 ctx.accelerator,
                 StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance,
                          opts.probe_size),
-                make_probe(student, forget, ctx.rows("holdout"), ctx.rows("valid"),
+                make_probe(student, forget, non_members(ctx), ctx.rows("valid"),
                            opts.probe_size, opts.seed),
                 desc="e2urec",
             )
@@ -121,12 +132,16 @@ class E2URec(Unlearner):
                         device: torch.device) -> TeacherCache:
         augmented.model.to(device).eval()
         opts = self.options
+        tokens = student.encoder().tokens
 
         def teacher(batch):
             with torch.no_grad():
                 z_aug = answer_logits(augmented.model, batch)
-            return forgetting_teacher(base_logits(student.model, batch), z_aug, opts.alpha,
-                                      opts.teacher_space)
+            z_orig = base_logits(student.model, batch)
+            z_fgt = forgetting_teacher(z_orig, z_aug, opts.alpha, opts.teacher_space)
+            if opts.teacher_scope == "vocab":
+                return z_fgt
+            return answer_scoped_teacher(z_orig, z_fgt, tokens.yes_id, tokens.no_id)
 
         cache = self._cache(student, forget, device, teacher)
         # The augmented model is needed only here: fill the cache now, then drop it.

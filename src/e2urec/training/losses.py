@@ -46,3 +46,19 @@ def forgetting_teacher(z_orig: torch.Tensor, z_aug: torch.Tensor, alpha: float,
     elif space != "logits":
         raise ValueError(f"unknown teacher space {space!r}; use 'logits' or 'logprobs'")
     return z_orig - alpha * torch.relu(z_aug - z_orig)
+
+
+def answer_scoped_teacher(z_orig: torch.Tensor, z_teacher: torch.Tensor, yes_id: int,
+                          no_id: int) -> torch.Tensor:
+    """The Original's distribution with only its Yes/No split taken from ``z_teacher``.
+
+    At the answer position (slot 0) the Original's mass on {Yes, No} is kept and
+    shared between them as ``z_teacher`` shares it; every other token, and every
+    later slot, keeps the Original's probability. Returns log-probabilities.
+    """
+    log_p = z_orig.float().log_softmax(-1).clone()
+    pair = torch.tensor([yes_id, no_id], device=z_orig.device)
+    mass = log_p[:, 0, pair].logsumexp(-1, keepdim=True)
+    split = z_teacher[:, 0, pair].float().log_softmax(-1)
+    log_p[:, 0, pair] = mass + split
+    return log_p

@@ -1,0 +1,130 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from e2urec.backbones.ensemble import EnsembleScorer, load_scorer
+from e2urec.backbones.scoring import answer_logits
+from e2urec.config import PrepareConfig
+from e2urec.data.movielens import read_movielens
+from e2urec.data.protocol import prepare, write_prepared
+from e2urec.data.samples import read_split
+from e2urec.evaluation.predict import predict
+from e2urec.methods.base import RECORD_FILE
+from e2urec.training.checkpoints import read_meta
+from e2urec.training.losses import answer_ce
+
+
+def mean_p_true(model_dir, data_dir, split="forget") -> float:
+    return float(predict(load_scorer(model_dir), read_split(data_dir, split)).p_true.mean())
+
+
+def forget_ce(model_dir, data_dir) -> float:
+    scorer = load_scorer(model_dir)
+    encoder = scorer.encoder()
+    batch = encoder.collate(encoder.encode(read_split(data_dir, "forget")))
+    with torch.no_grad():
+        logits = answer_logits(scorer.backbone.model.eval(), batch)
+    return float(answer_ce(logits, batch["answer_ids"], batch["answer_mask"]))
+
+
+def tree_digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_retrain_trains_on_retain_only(unlearn, prepared_dir):
+    record, out = unlearn("retrain")
+    meta = read_meta(out)
+    assert meta["train_record"]["split"] == "retain"
+    assert meta["train_record"]["samples"] == len(read_split(prepared_dir, "retain"))
+    assert record["trainable_params"] == record["total_params"]
+    assert json.loads((out / RECORD_FILE).read_text())["method"] == "retrain"
+
+
+def test_neggrad_raises_the_forget_loss(unlearn, prepared_dir, original_dir):
+    record, out = unlearn("neggrad", {"lr": 1e-3, "weight": 1.0, "epochs": 2})
+    assert forget_ce(out, prepared_dir) > forget_ce(original_dir, prepared_dir)
+    assert record["trainable_params"] == record["total_params"]
+
+
+@pytest.mark.parametrize("method", ["bad-teacher-labels", "bad-teacher"])
+def test_bad_teachers_lower_forget_accuracy(method, unlearn, prepared_dir, original_dir):
+    # Bad-Teacher distils only the incompetent teacher's Yes/No split (see its docs).
+    extra = {"teacher_scope": "answer"} if method == "bad-teacher" else {}
+    _, out = unlearn(method, {"lr": 1e-3, "epochs": 2, **extra})
+    before = predict(load_scorer(original_dir), read_split(prepared_dir, "forget"))
+    after = predict(load_scorer(out), read_split(prepared_dir, "forget"))
+    assert after.p_true.mean() < before.p_true.mean()
+    assert np.mean((after.p_yes > 0.5) == after.labels) <= np.mean(
+        (before.p_yes > 0.5) == before.labels)
+
+
+@pytest.fixture(scope="module")
+def one_user_forgotten(tmp_path_factory, synthetic_raw):
+    """Eight SISA shards and one forgotten user, so that some shards hold none of it."""
+    config = PrepareConfig(window=10_000, forget_users=["5"], shards=8, seed=2)
+    return write_prepared(prepare(read_movielens(synthetic_raw), config),
+                          tmp_path_factory.mktemp("one-user") / "data")
+
+
+def test_sisa_retrains_exactly_the_affected_shards(unlearn, one_user_forgotten, tmp_path):
+    shards = json.loads((one_user_forgotten / "shards.json").read_text())
+    affected = sorted({shards["sisa"][str(r["sample_id"])]
+                       for r in read_split(one_user_forgotten, "forget")})
+    assert 0 < len(affected) < 8
+    record, out = unlearn("sisa", data_dir=one_user_forgotten, epochs=1)
+    assert record["retrained_shards"] == affected
+    initial = out / "initial"
+    before = tree_digest(initial)
+    members = read_meta(out)["members"]
+    for index in range(8):
+        if index in affected:
+            assert members[index] == f"shard_{index}"
+        else:
+            assert (out / members[index]).resolve() == (initial / f"shard_{index}").resolve()
+            assert not (out / f"shard_{index}").exists()
+    assert tree_digest(initial) == before
+    scorer = load_scorer(out)
+    assert isinstance(scorer, EnsembleScorer) and len(scorer.members) == 8
+    assert predict(scorer, read_split(one_user_forgotten, "test")).p_yes.shape == (
+        len(read_split(one_user_forgotten, "test")),)
+
+
+def test_sisa_ensemble_averages_member_logits(unlearn, one_user_forgotten):
+    _, out = unlearn("sisa", data_dir=one_user_forgotten, epochs=1)
+    scorer = load_scorer(out)
+    encoder = scorer.encoder()
+    batch = encoder.collate(encoder.encode(read_split(one_user_forgotten, "test")[:4]), True)
+    with torch.no_grad():
+        members = scorer.member_logits(batch)
+        torch.testing.assert_close(scorer.slot_logits(batch), members.mean(1))
+
+
+def test_receraser_retrains_the_forgotten_users_shards_and_its_aggregator(
+        unlearn, one_user_forgotten):
+    shards = json.loads((one_user_forgotten / "shards.json").read_text())
+    record, out = unlearn("receraser", data_dir=one_user_forgotten, epochs=1)
+    assert record["retrained_shards"] == [shards["user_balanced"]["5"]]
+    assert (out / "aggregator.safetensors").is_file()
+    assert read_meta(out)["aggregation"] == "attention"
+    scorer = load_scorer(out)
+    encoder = scorer.encoder()
+    batch = encoder.collate(encoder.encode(read_split(one_user_forgotten, "test")[:4]), True)
+    with torch.no_grad():
+        members = scorer.member_logits(batch)
+        from e2urec.backbones.scoring import yes_no_logits
+        yes_no = torch.stack([yes_no_logits(members[:, k], scorer.tokens)
+                              for k in range(members.shape[1])], 1)
+        weights = scorer.aggregator.weights(yes_no)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4))
+
+
+def test_shard_models_can_be_lora_adapters_on_one_backbone(unlearn, one_user_forgotten):
+    record, out = unlearn("sisa", data_dir=one_user_forgotten, epochs=1, use_lora=True)
+    assert record["shard_models"] == "lora"
+    initial_members = read_meta(out / "initial")["members"]
+    bases = {read_meta(out / "initial" / m)["base"] for m in initial_members}
+    assert len(bases) == 1 and record["trainable_params"] < record["total_params"]

@@ -1,0 +1,90 @@
+import hashlib
+
+import numpy as np
+import torch
+
+from e2urec.backbones.ensemble import load_scorer
+from e2urec.data.samples import read_split
+from e2urec.evaluation.evaluate import evaluate
+from e2urec.training.checkpoints import load_model, read_meta
+from e2urec.training.losses import forgetting_teacher
+
+FAST = {"epochs": 2, "forget_only_epochs": 1, "augment_epochs": 2, "stop_rule": "none",
+        "evals_per_epoch": 1, "probe_size": 32, "lora": {"r": 4, "alpha": 8}}
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_forgetting_teacher_matches_a_hand_computation():
+    z_orig = torch.tensor([[1.0, 2.0, 3.0]])
+    z_aug = torch.tensor([[2.0, 1.0, 3.5]])
+    # relu(z_aug - z_orig) = [1, 0, 0.5]; alpha 2 -> z_orig - [2, 0, 1].
+    assert torch.equal(forgetting_teacher(z_orig, z_aug, 2.0), torch.tensor([[-1.0, 2.0, 2.0]]))
+    lp_orig, lp_aug = z_orig.log_softmax(-1), z_aug.log_softmax(-1)
+    expected = lp_orig - 2.0 * torch.relu(lp_aug - lp_orig)
+    torch.testing.assert_close(forgetting_teacher(z_orig, z_aug, 2.0, "logprobs"), expected)
+
+
+def test_answer_scoped_teacher_keeps_the_tail_and_moves_the_decision():
+    from e2urec.training.losses import answer_scoped_teacher
+
+    z_orig = torch.tensor([[[2.0, 1.0, 0.5, -1.0], [0.0, 3.0, 0.0, 0.0]]])
+    z_fgt = torch.tensor([[[0.0, 0.0, 9.0, 9.0], [5.0, 5.0, 5.0, 5.0]]])
+    log_p = answer_scoped_teacher(z_orig, z_fgt, yes_id=0, no_id=1)
+    p, p_orig = log_p.exp(), z_orig.softmax(-1)
+    torch.testing.assert_close(p[0, 0, 2:], p_orig[0, 0, 2:])  # the tail is untouched
+    torch.testing.assert_close(p[0, 0, :2].sum(), p_orig[0, 0, :2].sum())
+    torch.testing.assert_close(p[0, 0, 0], p[0, 0, 1])  # z_fgt splits Yes/No evenly
+    torch.testing.assert_close(p[0, 1], p_orig[0, 1])  # later slots keep the Original
+
+
+def test_only_adapters_train_and_the_original_is_untouched(unlearn, original_dir):
+    before = digest(original_dir)
+    record, out = unlearn("e2urec", FAST)
+    assert digest(original_dir) == before
+    assert read_meta(out)["kind"] == "adapter"
+    assert (out / "adapter_model.safetensors").is_file()
+    student = load_model(out, trainable_adapter=True)
+    trainable = [n for n, p in student.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert record["trainable_params"] == sum(
+        p.numel() for p in student.model.parameters() if p.requires_grad)
+    assert 0 < record["trainable_share"] < 0.5
+    for key in ("unlearn_seconds", "total_params", "peak_memory_mb", "history", "options",
+                "versions"):
+        assert key in record
+    assert record["unlearn_seconds"] > 0 and record["history"]["total_steps"] > 0
+
+
+def test_teacher_logits_are_computed_once_per_sample(unlearn, prepared_dir):
+    record, _ = unlearn("e2urec", {**FAST, "epochs": 3})
+    n_forget = len(read_split(prepared_dir, "forget"))
+    n_retain = len(read_split(prepared_dir, "retain"))
+    steps_per_epoch = -(-n_forget // 16)
+    assert record["history"]["total_steps"] == 3 * steps_per_epoch
+    assert record["teacher_forwards"]["forget"] == n_forget
+    assert record["teacher_forwards"]["retain"] <= n_retain
+
+
+def test_stop_rule_logs_a_trajectory_and_says_why_it_stopped(unlearn):
+    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "evals_per_epoch": 2})
+    history = record["history"]
+    assert history["evaluations"][0]["step"] == 0
+    assert all({"forget_loss", "holdout_loss", "valid_auc"} <= set(e)
+               for e in history["evaluations"])
+    assert history["stopped"]
+
+
+def test_e2urec_moves_the_forget_set_towards_the_retrained_model(
+        unlearn, prepared_dir, original_dir):
+    retrain, retrain_dir = unlearn("retrain")
+    reference = load_scorer(retrain_dir)
+    before, _ = evaluate(load_scorer(original_dir), prepared_dir, reference, splits=("forget",))
+    # The paper's formula and adapter (r 16 on q and v), its Yes/No split only.
+    _, out = unlearn("e2urec", {**FAST, "epochs": 4, "batch_size": 4, "teacher_scope": "answer"})
+    after, _ = evaluate(load_scorer(out), prepared_dir, reference, splits=("forget",))
+    assert after["forget_vs_reference"]["sym_kl"] < before["forget_vs_reference"]["sym_kl"]
+    assert np.isfinite(after["forget"]["logloss"])
