@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from e2urec.backbones.scoring import AnswerTokens, Encoder, answer_logits, p_yes
@@ -52,6 +53,7 @@ class Predictions:
 
     p_yes: np.ndarray
     labels: np.ndarray
+    loss: np.ndarray  # cross-entropy of the true answer token over the whole vocabulary
     logits: torch.Tensor | None = None  # [N, V] at the answer position, when kept
 
     @property
@@ -78,15 +80,16 @@ def predict(scorer: Scorer, rows: Sequence[dict[str, Any]], batch_size: int = 64
     scorer.to(device).eval()
     encoder = scorer.encoder()
     tokens: AnswerTokens = encoder.tokens
-    probs, kept = [], []
+    probs, losses, kept = [], [], []
     total = (len(rows) + batch_size - 1) // batch_size
     for batch in tqdm(batches(encoder, rows, batch_size), total=total, desc=desc,
                       disable=desc is None, leave=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = scorer.slot_logits(batch).float()
         probs.append(p_yes(logits, tokens).cpu())
+        losses.append(F.cross_entropy(logits, batch["answer_ids"][:, 0], reduction="none").cpu())
         if keep_logits:
             kept.append(logits.cpu())
     labels = np.array([int(r["label"]) for r in rows])
-    return Predictions(torch.cat(probs).numpy(), labels,
+    return Predictions(torch.cat(probs).numpy(), labels, torch.cat(losses).numpy(),
                        torch.cat(kept) if keep_logits else None)

@@ -1,0 +1,52 @@
+"""Figures of a study: utility against forgetting, and unlearning time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REFERENCES = {"original": "#888888", "retrain": "#2a9d8f"}
+
+
+def plot_results(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Write ``utility_vs_forgetting.png`` and ``unlearn_time.png``; return their paths."""
+    return [_utility_vs_forgetting(frame, out / "utility_vs_forgetting.png"),
+            _unlearn_time(frame, out / "unlearn_time.png")]
+
+
+def _utility_vs_forgetting(frame: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for _, row in frame.iterrows():
+        color = REFERENCES.get(row["method"], "#e76f51")
+        ax.scatter(row["forget_sym_kl"], row["test_auc"], s=70, color=color, zorder=3)
+        ax.annotate(row["method"], (row["forget_sym_kl"], row["test_auc"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xlabel("forget-set symmetric KL to Retrain (lower: forgot more like Retrain)")
+    ax.set_ylabel("test AUC (higher: better recommendations)")
+    ax.set_title("Utility against forgetting")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _unlearn_time(frame: pd.DataFrame, path: Path) -> Path:
+    timed = frame[frame["method"] != "original"].sort_values("unlearn_seconds")
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(timed) + 1.5))
+    colors = [REFERENCES.get(m, "#e76f51") for m in timed["method"]]
+    bars = ax.barh(timed["method"], timed["unlearn_seconds"], color=colors)
+    ax.bar_label(bars, labels=[f"{s:.1f}s" for s in timed["unlearn_seconds"]], padding=3,
+                 fontsize=9)
+    ax.set_xlabel("unlearning time (seconds, the unlearning step alone)")
+    ax.set_title("Unlearning time per method")
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -1,0 +1,267 @@
+"""``e2urec bench``: the whole comparison from one YAML study, resumable.
+
+Every stage (data, Original, each method, each evaluation) lives in a folder
+named by a hash of the configuration it depends on and is marked done by a
+``stage.json`` written last. A rerun skips finished stages; a changed config
+changes the hashes of exactly the stages it affects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from e2urec.backbones.ensemble import load_scorer
+from e2urec.config import (
+    BackboneConfig,
+    ConfigError,
+    PrepareConfig,
+    TrainConfig,
+    config_hash,
+    from_dict,
+    to_dict,
+)
+from e2urec.data.samples import atomic_write_text, read_split
+from e2urec.evaluation.audit import forget_quality, membership_auc
+from e2urec.evaluation.evaluate import evaluate
+from e2urec.methods import get_method, run_method
+from e2urec.training.checkpoints import library_versions
+
+STAGE_FILE = "stage.json"
+RESULT_KEYS = ["method", "test_auc", "test_acc", "test_logloss", "forget_auc", "forget_acc",
+               "forget_sym_kl", "forget_jsd", "forget_l2", "mia_auc", "ks_pvalue",
+               "unlearn_seconds", "trainable_params", "total_params", "peak_memory_mb"]
+
+
+@dataclass
+class StudyConfig:
+    """One comparison: data, backbone, training of Original/Retrain/shards, methods."""
+
+    name: str = "study"
+    data: PrepareConfig = field(default_factory=PrepareConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: dict[str, Any] = field(default_factory=dict)
+    eval_batch_size: int = 64
+    cpu: bool = False
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ConfigError("methods: name at least one unlearning method")
+        for name, options in self.methods.items():
+            method = get_method(name)
+            from_dict(method.Options, options or {}, f"methods.{name}")
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    return from_dict(StudyConfig, raw, path.name)
+
+
+class Stages:
+    """Hash-keyed, resumable stage folders under one study folder."""
+
+    def __init__(self, root: Path, log: Callable[[str], None] = print):
+        self.root = root
+        self.log = log
+        self.ran: list[str] = []
+
+    def run(self, kind: str, key: Any, work: Callable[[Path], dict[str, Any]]
+            ) -> tuple[Path, dict[str, Any]]:
+        digest = config_hash(key)
+        folder = self.root / "stages" / f"{kind}-{digest}"
+        marker = folder / STAGE_FILE
+        if marker.is_file():
+            self.log(f"[bench] {kind}: reusing {folder.name}")
+            return folder, json.loads(marker.read_text())["result"]
+        self.log(f"[bench] {kind}: running -> {folder.name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        result = work(folder)
+        atomic_write_text(marker, json.dumps(
+            {"kind": kind, "key": to_dict(key), "seconds": time.perf_counter() - start,
+             "result": result}, indent=2, default=str) + "\n")
+        self.ran.append(kind)
+        return folder, result
+
+
+def run_study(config_path: str | Path, out_dir: str | Path,
+              log: Callable[[str], None] = print) -> str:
+    """Run (or resume) a study; write results.{json,csv,md} and plots; return the table."""
+    study = load_study(config_path)
+    out = Path(out_dir)
+    stages = Stages(out, log)
+    data_dir = _prepare(stages, study)
+    base_key = {"data": study.data, "backbone": study.backbone, "train": study.train}
+
+    original_dir, original = stages.run("original", base_key,
+                                        lambda f: _train_original(study, data_dir, f))
+    models: dict[str, tuple[Path, dict[str, Any]]] = {"original": (original_dir / "model",
+                                                                   original)}
+    retrain_dir, retrain = stages.run("retrain", {**base_key, "method": "retrain"},
+                                      lambda f: _unlearn(study, data_dir, None, "retrain", {}, f))
+    models["retrain"] = (retrain_dir / "model", retrain)
+    for name, options in study.methods.items():
+        if name == "retrain":
+            continue
+        key = {**base_key, "method": name, "options": options or {}}
+        folder, record = stages.run(
+            f"method-{name}", key,
+            lambda f, n=name, o=options: _unlearn(study, data_dir, original_dir / "model", n,
+                                                  o or {}, f))
+        models[name] = (folder / "model", record)
+
+    reference = models["retrain"][0]
+    rows = []
+    for name, (model_dir, record) in models.items():
+        key = {"model": str(model_dir.relative_to(out)),
+               "reference": str(reference.relative_to(out)), "batch": study.eval_batch_size}
+        _, metrics = stages.run(f"eval-{name}", key,
+                                lambda f, m=model_dir: _evaluate(study, data_dir, m, reference, f))
+        rows.append(_row(name, metrics, record))
+    _add_ks(rows, out)
+    return _write_results(out, study, rows)
+
+
+def _prepare(stages: Stages, study: StudyConfig) -> Path:
+    from e2urec.data.movielens import read_movielens
+    from e2urec.data.protocol import prepare, write_prepared
+    from e2urec.data.sources import locate_dataset
+
+    def work(folder: Path) -> dict[str, Any]:
+        source = locate_dataset(study.data.dataset, study.data.data_dir)
+        prepared = prepare(read_movielens(source), study.data, source=str(source))
+        write_prepared(prepared, folder / "data")
+        return {"counts": prepared.manifest["counts"]}
+
+    folder, _ = stages.run("data", study.data, work)
+    return folder / "data"
+
+
+def _train_original(study: StudyConfig, data_dir: Path, folder: Path) -> dict[str, Any]:
+    from e2urec.training.finetune import train_split
+    from e2urec.training.loop import make_accelerator
+
+    record = train_split(data_dir, "train", study.backbone, study.train, folder / "model",
+                         make_accelerator(cpu=study.cpu))
+    return {"train_seconds": record["history"]["seconds"],
+            "trainable_params": record["trainable_params"],
+            "total_params": record["total_params"], "stage_id": folder.name}
+
+
+def _unlearn(study: StudyConfig, data_dir: Path, original: Path | None, name: str,
+             options: dict[str, Any], folder: Path) -> dict[str, Any]:
+    record = run_method(name, data_dir, original, study.backbone, study.train, options,
+                        folder / "model", cpu=study.cpu)
+    keep = ("unlearn_seconds", "trainable_params", "total_params", "trainable_share",
+            "peak_memory_mb", "peak_memory_kind", "retrained_shards")
+    return {**{k: record[k] for k in keep if k in record}, "stage_id": folder.name}
+
+
+def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir: Path,
+              folder: Path) -> dict[str, Any]:
+    scorer = load_scorer(model_dir)
+    reference = load_scorer(reference_dir)
+    metrics, preds = evaluate(scorer, data_dir, reference, study.eval_batch_size)
+    non_members = read_split(data_dir, "holdout") or read_split(data_dir, "valid")
+    from e2urec.evaluation.predict import predict
+
+    outside = predict(scorer, non_members, study.eval_batch_size, desc="eval non-members")
+    metrics["mia_auc"] = membership_auc(preds["forget"].loss, outside.loss)
+    metrics["mia_nonmembers"] = "holdout" if read_split(data_dir, "holdout") else "valid"
+    np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return {**metrics, "p_true_file": str(folder / "forget_p_true.npy")}
+
+
+def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    distance = metrics.get("forget_vs_reference", {})
+    unlearn = record.get("unlearn_seconds")
+    return {
+        "method": name,
+        "test_auc": metrics["test"]["auc"], "test_acc": metrics["test"]["acc"],
+        "test_logloss": metrics["test"]["logloss"],
+        "forget_auc": metrics["forget"]["auc"], "forget_acc": metrics["forget"]["acc"],
+        "retain_auc": metrics["retain"]["auc"],
+        "forget_sym_kl": distance.get("sym_kl"), "forget_jsd": distance.get("jsd"),
+        "forget_l2": distance.get("l2"), "mia_auc": metrics["mia_auc"],
+        "mia_nonmembers": metrics["mia_nonmembers"],
+        "unlearn_seconds": unlearn if unlearn is not None else float("nan"),
+        "train_seconds": record.get("train_seconds"),
+        "trainable_params": record["trainable_params"], "total_params": record["total_params"],
+        "trainable_share": record["trainable_params"] / max(record["total_params"], 1),
+        "peak_memory_mb": record.get("peak_memory_mb"),
+        "retrained_shards": record.get("retrained_shards"),
+        "_p_true_file": metrics["p_true_file"],
+    }
+
+
+def _add_ks(rows: list[dict[str, Any]], out: Path) -> None:
+    reference = np.load(next(r for r in rows if r["method"] == "retrain")["_p_true_file"])
+    for row in rows:
+        quality = forget_quality(np.load(row.pop("_p_true_file")), reference)
+        row["ks_statistic"], row["ks_pvalue"] = quality["ks_statistic"], quality["ks_pvalue"]
+
+
+def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]]) -> str:
+    from e2urec.bench.plots import plot_results
+
+    payload = {"study": study.name, "rows": rows, "config": to_dict(study),
+               "versions": library_versions()}
+    atomic_write_text(out / "results.json",
+                      json.dumps(payload, indent=2, default=_json_default) + "\n")
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "results.csv", index=False)
+    table = markdown_table(frame)
+    atomic_write_text(out / "results.md", f"# {study.name}\n\n{table}\n")
+    plot_results(frame, out)
+    return table
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """The headline columns as a Markdown table (lower distances are better)."""
+    columns = [("method", "method"), ("test_auc", "test AUC"), ("test_acc", "test ACC"),
+               ("test_logloss", "test LogLoss"), ("forget_auc", "forget AUC"),
+               ("forget_sym_kl", "forget sym-KL"), ("forget_jsd", "forget JSD"),
+               ("forget_l2", "forget L2"), ("mia_auc", "MIA AUC"), ("ks_pvalue", "KS p"),
+               ("unlearn_seconds", "unlearn s"), ("trainable_share", "trainable")]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for _, row in frame.iterrows():
+        cells = [_cell(key, row[key]) for key, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(key: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key == "trainable_share":
+        return f"{100 * value:.2f}%"
+    if key == "unlearn_seconds":
+        return f"{value:.1f}"
+    if key == "ks_pvalue":
+        return f"{value:.3g}"
+    return f"{value:.4f}"

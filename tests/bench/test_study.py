@@ -1,0 +1,90 @@
+"""The shipped smoke study end to end on real MovieLens-100K, then resumed."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2urec.bench.study import Stages, load_study, run_study
+from e2urec.config import ConfigError
+from tests.conftest import SHARED_ML100K
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+KEYS = {"method", "test_auc", "test_acc", "test_logloss", "forget_auc", "forget_sym_kl",
+        "forget_jsd", "forget_l2", "unlearn_seconds", "trainable_params", "total_params",
+        "mia_auc", "ks_pvalue"}
+
+
+def smoke_config(tmp_path: Path, **methods) -> Path:
+    raw = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    raw["data"]["data_dir"] = str(SHARED_ML100K)
+    raw["methods"].update(methods)
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.skipif(not SHARED_ML100K.is_dir(), reason="../shared/data/ml-100k not present")
+def test_smoke_study_writes_every_result_and_resumes(tmp_path):
+    out = tmp_path / "out"
+    logs: list[str] = []
+    run_study(smoke_config(tmp_path), out, log=logs.append)
+    payload = json.loads((out / "results.json").read_text())
+    rows = {row["method"]: row for row in payload["rows"]}
+    assert set(rows) == {"original", "retrain", "e2urec", "sisa", "receraser", "neggrad",
+                         "bad-teacher-labels", "bad-teacher"}
+    for row in rows.values():
+        assert set(row) >= KEYS
+    assert rows["retrain"]["forget_sym_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["retrain"]["ks_pvalue"] == pytest.approx(1.0)
+    assert rows["e2urec"]["trainable_params"] < rows["e2urec"]["total_params"]
+    assert payload["config"]["backbone"]["name"] == "tiny-llama"
+    assert "torch" in payload["versions"]
+    for name in ("results.csv", "results.md", "utility_vs_forgetting.png", "unlearn_time.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| e2urec |" in (out / "results.md").read_text()
+
+    # A second run trains nothing: every stage is reused, no model file is rewritten.
+    models = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    logs.clear()
+    run_study(smoke_config(tmp_path), out, log=logs.append)
+    assert logs and all("reusing" in line for line in logs)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == models
+
+    # A changed method option reruns that method and its evaluation only.
+    logs.clear()
+    run_study(smoke_config(tmp_path, neggrad={"weight": 0.5}), out, log=logs.append)
+    running = [line for line in logs if "running" in line]
+    assert [line.split()[1] for line in running] == ["method-neggrad:", "eval-neggrad:"]
+
+
+def test_interrupted_stage_is_redone(tmp_path):
+    stages = Stages(tmp_path, log=lambda _: None)
+    calls = []
+
+    def crash(folder):
+        calls.append(folder)
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        stages.run("step", {"a": 1}, crash)
+    folder, result = stages.run("step", {"a": 1}, lambda f: {"ok": True})
+    assert result == {"ok": True} and folder == calls[0]
+    _, again = stages.run("step", {"a": 1}, crash)  # done: not run again
+    assert again == {"ok": True} and len(calls) == 1
+
+
+def test_bad_study_configs_are_rejected(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("methods: {e2urec: {alpa: 1}}\n")
+    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+        load_study(path)
+    path.write_text("methods: {forget-everything: {}}\n")
+    with pytest.raises(ConfigError, match="unknown method"):
+        load_study(path)
+    path.write_text("methods: {}\n")
+    with pytest.raises(ConfigError, match="at least one"):
+        load_study(path)
+    for shipped in CONFIGS.glob("*.yaml"):
+        load_study(shipped)
