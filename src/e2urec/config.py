@@ -214,8 +214,14 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def to_dict(obj: Any) -> Any:
-    """A JSON-ready view of a (nested) dataclass."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    """A JSON-ready view of (nested) dataclasses, dicts and lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
 
 
 def config_hash(*parts: Any) -> str:

@@ -32,7 +32,8 @@ from e2urec.config import (
 )
 from e2urec.data.samples import atomic_write_text, read_split
 from e2urec.evaluation.audit import forget_quality, membership_auc
-from e2urec.evaluation.evaluate import evaluate
+from e2urec.evaluation.evaluate import evaluate, subsample
+from e2urec.evaluation.predict import Predictions, predict
 from e2urec.methods import get_method, run_method
 from e2urec.training.checkpoints import library_versions
 
@@ -52,14 +53,22 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: dict[str, Any] = field(default_factory=dict)
     eval_batch_size: int = 64
+    eval_max_samples: int | None = None
     cpu: bool = False
 
     def validate(self) -> None:
         if not self.methods:
             raise ConfigError("methods: name at least one unlearning method")
         for name, options in self.methods.items():
-            method = get_method(name)
+            method = get_method(method_of(name))
             from_dict(method.Options, options or {}, f"methods.{name}")
+        if self.eval_max_samples is not None and self.eval_max_samples < 10:
+            raise ConfigError("eval_max_samples must be at least 10")
+
+
+def method_of(entry: str) -> str:
+    """``e2urec/answer`` names a variant of ``e2urec``: the part before the slash."""
+    return entry.split("/", 1)[0]
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -119,19 +128,23 @@ def run_study(config_path: str | Path, out_dir: str | Path,
         if name == "retrain":
             continue
         key = {**base_key, "method": name, "options": options or {}}
+        method_name = method_of(name)
         folder, record = stages.run(
-            f"method-{name}", key,
-            lambda f, n=name, o=options: _unlearn(study, data_dir, original_dir / "model", n,
-                                                  o or {}, f))
+            f"method-{name.replace('/', '-')}", key,
+            lambda f, n=method_name, o=options: _unlearn(
+                study, data_dir, original_dir / "model", n, o or {}, f))
         models[name] = (folder / "model", record)
 
     reference = models["retrain"][0]
+    reference_preds: list[Predictions] = []  # the reference's forget logits, made once
     rows = []
     for name, (model_dir, record) in models.items():
         key = {"model": str(model_dir.relative_to(out)),
-               "reference": str(reference.relative_to(out)), "batch": study.eval_batch_size}
-        _, metrics = stages.run(f"eval-{name}", key,
-                                lambda f, m=model_dir: _evaluate(study, data_dir, m, reference, f))
+               "reference": str(reference.relative_to(out)), "batch": study.eval_batch_size,
+               "max_samples": study.eval_max_samples}
+        _, metrics = stages.run(f"eval-{name.replace('/', '-')}", key,
+                                lambda f, m=model_dir: _evaluate(study, data_dir, m, reference,
+                                                                 reference_preds, f))
         rows.append(_row(name, metrics, record))
     _add_ks(rows, out)
     return _write_results(out, study, rows)
@@ -173,13 +186,15 @@ def _unlearn(study: StudyConfig, data_dir: Path, original: Path | None, name: st
 
 
 def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir: Path,
-              folder: Path) -> dict[str, Any]:
+              reference_preds: list[Predictions], folder: Path) -> dict[str, Any]:
     scorer = load_scorer(model_dir)
-    reference = load_scorer(reference_dir)
-    metrics, preds = evaluate(scorer, data_dir, reference, study.eval_batch_size)
+    if not reference_preds:
+        reference_preds.append(predict(load_scorer(reference_dir), read_split(
+            data_dir, "forget"), study.eval_batch_size, keep_logits=True, desc="reference"))
+    metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
+                              max_samples=study.eval_max_samples)
     non_members = read_split(data_dir, "holdout") or read_split(data_dir, "valid")
-    from e2urec.evaluation.predict import predict
-
+    non_members = subsample(non_members, study.eval_max_samples)
     outside = predict(scorer, non_members, study.eval_batch_size, desc="eval non-members")
     metrics["mia_auc"] = membership_auc(preds["forget"].loss, outside.loss)
     metrics["mia_nonmembers"] = "holdout" if read_split(data_dir, "holdout") else "valid"

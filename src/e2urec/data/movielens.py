@@ -171,7 +171,7 @@ def read_atomic(folder: Path) -> MovieLens:
             continue
         title = f[title_col]
         year = f[year_col].strip() if year_col is not None and year_col < len(f) else ""
-        if year and not title.endswith(")"):
+        if year.replace(".", "", 1).isdigit() and not title.endswith(")"):
             title = f"{title} ({int(float(year))})"
         records.append((f[id_col], title))
     items = pd.DataFrame(records, columns=["item_id", "title"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from e2urec.data.samples import read_split
 from e2urec.evaluation.metrics import distribution_distances, utility
 from e2urec.evaluation.predict import Predictions, Scorer, predict
@@ -12,23 +14,38 @@ from e2urec.evaluation.predict import Predictions, Scorer, predict
 UTILITY_SPLITS = ("test", "forget", "retain")
 
 
-def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | None = None,
-             batch_size: int = 64, splits: tuple[str, ...] = UTILITY_SPLITS
+def subsample(rows: list[dict], max_samples: int | None, seed: int = 0) -> list[dict]:
+    """At most ``max_samples`` rows, a seeded random subset in the original order."""
+    if max_samples is None or len(rows) <= max_samples:
+        return rows
+    keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_samples])
+    return [rows[i] for i in keep]
+
+
+def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictions | None = None,
+             batch_size: int = 64, splits: tuple[str, ...] = UTILITY_SPLITS,
+             max_samples: int | None = None
              ) -> tuple[dict[str, Any], dict[str, Predictions]]:
     """Utility on each split; with ``reference``, forget-set distances to it.
 
+    ``max_samples`` caps every split except test and forget by a seeded subset.
+    ``reference`` may be the reference's forget-set predictions (with logits),
+    computed once for many evaluations.
     Returns the metrics and the per-split predictions (for the audit).
     """
     results: dict[str, Any] = {}
     preds: dict[str, Predictions] = {}
     for split in splits:
         rows = read_split(data_dir, split)
+        if split not in ("test", "forget"):
+            rows = subsample(rows, max_samples)
         keep = reference is not None and split == "forget"
         preds[split] = predict(scorer, rows, batch_size, keep_logits=keep, desc=f"eval {split}")
         results[split] = utility(preds[split].labels, preds[split].p_yes)
     if reference is not None:
-        rows = read_split(data_dir, "forget")
-        ref = predict(reference, rows, batch_size, keep_logits=True, desc="eval reference")
+        ref = reference if isinstance(reference, Predictions) else predict(
+            reference, read_split(data_dir, "forget"), batch_size, keep_logits=True,
+            desc="eval reference")
         results["forget_vs_reference"] = distribution_distances(preds["forget"].logits,
                                                                 ref.logits)
         preds["reference_forget"] = ref

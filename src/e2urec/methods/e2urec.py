@@ -51,7 +51,7 @@ class E2URecOptions:
     stop_rule: Literal["membership", "none"] = "membership"
     gap_tolerance: float = 0.0
     auc_tolerance: float = 0.01
-    probe_size: int = 256
+    probe_size: int = 512
     evals_per_epoch: int = 2
     teacher_cache_mb: float = 2048
     seed: int = 42
@@ -65,6 +65,46 @@ def base_logits(student: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
         logits = answer_logits(student, batch)
     student.train(was_training)
     return logits
+
+
+def distillation_loss(forget_teacher: TeacherCache, retain_teacher: TeacherCache, beta: float):
+    """beta * L_forget + (1 - beta) * (L_remember + CE(retain)) over cached teacher logits.
+
+    The retain batch goes through the student once: its logits give both the
+    remembering loss and the label cross-entropy.
+    """
+
+    def loss(model, forget_batch, retain_batch):
+        mask = forget_batch["answer_mask"]
+        l_forget = soft_ce(answer_logits(model, forget_batch),
+                           forget_teacher.logits(forget_batch["index"]), mask)
+        if retain_batch is None:
+            return l_forget, {"forget": l_forget.detach()}
+        logits = answer_logits(model, retain_batch)
+        l_remember = soft_ce(logits, retain_teacher.logits(retain_batch["index"]),
+                             retain_batch["answer_mask"])
+        l_ce = answer_ce(logits, retain_batch["answer_ids"], retain_batch["answer_mask"])
+        total = beta * l_forget + (1 - beta) * (l_remember + l_ce)
+        return total, {"forget": l_forget.detach(), "remember": l_remember.detach(),
+                       "retain_ce": l_ce.detach()}
+
+    return loss
+
+
+def forget_teacher_fn(student: torch.nn.Module, augmented: torch.nn.Module, alpha: float,
+                      space: str = "logits", scope: str = "vocab", tokens=None):
+    """The forgetting teacher as a function of a batch (adapters of ``student`` disabled)."""
+
+    def teacher(batch):
+        with torch.no_grad():
+            z_aug = answer_logits(augmented, batch)
+        z_orig = base_logits(student, batch)
+        z_fgt = forgetting_teacher(z_orig, z_aug, alpha, space)
+        if scope == "vocab":
+            return z_fgt
+        return answer_scoped_teacher(z_orig, z_fgt, tokens.yes_id, tokens.no_id)
+
+    return teacher
 
 
 def non_members(ctx) -> list[dict]:
@@ -93,7 +133,7 @@ class E2URec(Unlearner):
             history = run_unlearning(
                 student, loader(student, forget, opts.batch_size, True, opts.seed),
                 loader(student, retain, opts.batch_size, True, opts.seed),
-                self._loss(forget_teacher, retain_teacher),
+                distillation_loss(forget_teacher, retain_teacher, opts.beta),
                 LoopOptions(epochs=opts.epochs, forget_only_epochs=opts.forget_only_epochs,
                             lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
                             evals_per_epoch=opts.evals_per_epoch),
@@ -132,17 +172,9 @@ class E2URec(Unlearner):
                         device: torch.device) -> TeacherCache:
         augmented.model.to(device).eval()
         opts = self.options
-        tokens = student.encoder().tokens
-
-        def teacher(batch):
-            with torch.no_grad():
-                z_aug = answer_logits(augmented.model, batch)
-            z_orig = base_logits(student.model, batch)
-            z_fgt = forgetting_teacher(z_orig, z_aug, opts.alpha, opts.teacher_space)
-            if opts.teacher_scope == "vocab":
-                return z_fgt
-            return answer_scoped_teacher(z_orig, z_fgt, tokens.yes_id, tokens.no_id)
-
+        teacher = forget_teacher_fn(student.model, augmented.model, opts.alpha,
+                                    opts.teacher_space, opts.teacher_scope,
+                                    student.encoder().tokens)
         cache = self._cache(student, forget, device, teacher)
         # The augmented model is needed only here: fill the cache now, then drop it.
         for start in range(0, len(forget), 64):
@@ -154,21 +186,3 @@ class E2URec(Unlearner):
         return TeacherCache(encoder, encoder.encode(rows), teacher, device,
                             self.options.teacher_cache_mb, self.ctx.out_dir.parent)
 
-    def _loss(self, forget_teacher: TeacherCache, retain_teacher: TeacherCache):
-        beta = self.options.beta
-
-        def loss(model, forget_batch, retain_batch):
-            mask = forget_batch["answer_mask"]
-            l_forget = soft_ce(answer_logits(model, forget_batch),
-                               forget_teacher.logits(forget_batch["index"]), mask)
-            if retain_batch is None:
-                return l_forget, {"forget": l_forget.detach()}
-            logits = answer_logits(model, retain_batch)
-            l_remember = soft_ce(logits, retain_teacher.logits(retain_batch["index"]),
-                                 retain_batch["answer_mask"])
-            l_ce = answer_ce(logits, retain_batch["answer_ids"], retain_batch["answer_mask"])
-            total = beta * l_forget + (1 - beta) * (l_remember + l_ce)
-            return total, {"forget": l_forget.detach(), "remember": l_remember.detach(),
-                           "retain_ce": l_ce.detach()}
-
-        return loss

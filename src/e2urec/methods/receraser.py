@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from e2urec.backbones.ensemble import AttentionAggregator, EnsembleScorer, save_ensemble
 from e2urec.backbones.scoring import yes_no_logits
+from e2urec.evaluation.evaluate import subsample
 from e2urec.evaluation.predict import batches
 from e2urec.methods.base import Unlearner, register
 from e2urec.methods.shards import (
@@ -30,6 +31,7 @@ class RecEraserOptions:
     aggregator_epochs: int = 30
     aggregator_lr: float = 1e-2
     aggregator_hidden: int = 16
+    aggregator_max_samples: int | None = 2000
     seed: int = 42
 
 
@@ -62,8 +64,9 @@ class RecEraser(Unlearner):
                 "initial": str(initial_dir)}
 
     def train_aggregator(self, members: list[Path], rows: list[dict]) -> AttentionAggregator:
-        """Fit the attention weights on the members' Yes/No logits for ``rows``."""
+        """Fit the attention weights on the members' Yes/No logits for (a subset of) ``rows``."""
         opts = self.options
+        rows = subsample(rows, opts.aggregator_max_samples, opts.seed)
         device = self.ctx.accelerator.device
         scorer = EnsembleScorer([load_model(m) for m in members]).to(device).eval()
         features, labels = [], []

@@ -1,0 +1,100 @@
+"""Helpers shared by the benchmark scripts: data, device, memory sampling, tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from e2urec.config import PrepareConfig
+from e2urec.data.movielens import read_movielens
+from e2urec.data.protocol import prepare, write_prepared
+from e2urec.data.samples import read_manifest
+from e2urec.data.sources import locate_dataset
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="a prepared folder; made from ML-100K when absent")
+    parser.add_argument("--window", type=int, default=2000,
+                        help="samples kept when the data is prepared here")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="runs/benchmarks")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but no CUDA device is visible")
+    return torch.device(name)
+
+
+def prepared_data(args: argparse.Namespace) -> Path:
+    if args.data:
+        read_manifest(args.data)
+        return Path(args.data)
+    out = Path(args.workdir) / f"data-ml100k-{args.window}"
+    if not (out / "manifest.json").is_file():
+        config = PrepareConfig(window=args.window, seed=args.seed)
+        source = locate_dataset("ml-100k")
+        write_prepared(prepare(read_movielens(source), config, str(source)), out)
+    return out
+
+
+class PeakMemory:
+    """Peak memory over a block: CUDA allocations, or the process's resident set on Linux."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mb = float("nan")
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._base = _rss_mb()
+            self._peak = self._base
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_mb())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self._peak, _rss_mb())
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))

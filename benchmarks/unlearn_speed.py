@@ -1,0 +1,158 @@
+"""E2URec unlearning speed: the reference code's way against ours, side by side.
+
+Both run in this one process on the same data, model, LoRA initialisation and
+batches. The reference style recomputes every teacher each step, computes
+vocabulary logits at every position, and sends the retain batch through the
+student twice (once for the labels, once for distillation). Ours is the
+library's E2URec loss: teachers cached once per sample, the retain batch
+through the student once, logits only at the answer positions. Both must give
+the same loss on the first step (to 1e-5), so the speed-up changes nothing
+in the method.
+
+    python benchmarks/unlearn_speed.py --model tiny-llama
+    python benchmarks/unlearn_speed.py --model smollm2-135m --steps 2 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PeakMemory, add_common_args, pick_device, prepared_data, print_table, sync
+
+from e2urec.backbones.registry import create_backbone
+from e2urec.backbones.scoring import MODEL_INPUTS
+from e2urec.config import BackboneConfig, LoraConfig
+from e2urec.data.samples import read_split
+from e2urec.methods.e2urec import base_logits, distillation_loss, forget_teacher_fn
+from e2urec.training.loop import add_lora
+from e2urec.training.losses import answer_ce, forgetting_teacher, soft_ce
+from e2urec.training.teachers import TeacherCache
+
+TINY = {"tiny_hidden": 128, "tiny_layers": 2, "tiny_heads": 4, "tiny_intermediate": 256}
+
+
+def full_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """As the reference code: vocabulary logits at every position, answer slots sliced after."""
+    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    logits = model(**inputs, use_cache=False).logits
+    width = batch["answer_ids"].shape[1]
+    return logits if "decoder_input_ids" in inputs else logits[:, -width:]
+
+
+def reference_step(student, original, augmented, forget_batch, retain_batch, alpha, beta):
+    with torch.no_grad():
+        teacher = forgetting_teacher(full_logits(original, forget_batch),
+                                     full_logits(augmented, forget_batch), alpha)
+        remember = full_logits(original, retain_batch)
+    l_forget = soft_ce(full_logits(student, forget_batch), teacher, forget_batch["answer_mask"])
+    l_ce = answer_ce(full_logits(student, retain_batch), retain_batch["answer_ids"],
+                     retain_batch["answer_mask"])
+    l_remember = soft_ce(full_logits(student, retain_batch), remember,
+                         retain_batch["answer_mask"])
+    return beta * l_forget + (1 - beta) * (l_remember + l_ce)
+
+
+def run(args: argparse.Namespace) -> float:
+    device = pick_device(args.device)
+    data = prepared_data(args)
+    config = BackboneConfig(name=args.model, **(TINY if args.model.startswith("tiny-") else {}))
+    original = create_backbone(config, data, seed=args.seed)
+    augmented = copy.deepcopy(original.model).to(device).eval()
+    with torch.no_grad():  # a stand-in for "fine-tuned on forget": its logits differ
+        generator = torch.Generator().manual_seed(args.seed)
+        for param in augmented.parameters():
+            param.add_(0.02 * param.std().nan_to_num() *
+                       torch.randn(param.shape, generator=generator).to(device))
+    n = args.steps * args.batch_size
+    forget, retain = read_split(data, "forget")[:n], read_split(data, "retain")[:n]
+    encoder = original.encoder()
+    forget_f, retain_f = encoder.encode(forget), encoder.encode(retain)
+    batches = [(encoder.collate(forget_f[i:i + args.batch_size]),
+                encoder.collate(retain_f[i:i + args.batch_size])) for i in range(0, n,
+                                                                         args.batch_size)]
+    batches = [tuple({k: v.to(device) for k, v in b.items()} for b in pair) for pair in batches]
+    lora = LoraConfig(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0, targets=["q", "v"])
+
+    def student():
+        torch.manual_seed(args.seed)
+        model = add_lora(copy.deepcopy(original), lora).model.to(device)
+        return model.train(), torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    ref_student, ref_opt = student()
+    ref_original = copy.deepcopy(original.model).to(device).eval()
+
+    def ref_loss(fb, rb):
+        return reference_step(ref_student, ref_original, augmented, fb, rb, args.alpha, args.beta)
+
+    ours_student, ours_opt = student()
+    forget_cache = TeacherCache(encoder, forget_f, forget_teacher_fn(
+        ours_student, augmented, args.alpha), device)
+    retain_cache = TeacherCache(encoder, retain_f, lambda b: base_logits(ours_student, b), device)
+    ours = distillation_loss(forget_cache, retain_cache, args.beta)
+
+    def ours_loss(fb, rb):
+        return ours(ours_student, fb, rb)[0]
+
+    results = {}
+    for name, loss_fn, opt in (("reference", ref_loss, ref_opt), ("ours", ours_loss, ours_opt)):
+        losses, step_times = [], []
+        with PeakMemory(device) as memory:
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.epochs):
+                for forget_batch, retain_batch in batches:
+                    t0 = time.perf_counter()
+                    loss = loss_fn(forget_batch, retain_batch)
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    sync(device)
+                    losses.append(loss.item())
+                    step_times.append(time.perf_counter() - t0)
+            total = time.perf_counter() - start
+        results[name] = {"total": total, "step": sum(step_times) / len(step_times),
+                         "first_loss": losses[0], "last_loss": losses[-1],
+                         "memory": memory.peak_mb}
+
+    ref, our = results["reference"], results["ours"]
+    gap = abs(ref["first_loss"] - our["first_loss"])
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"model {args.model}, device {device_name}, {args.epochs} epochs x {args.steps} "
+          f"joint steps, batch {args.batch_size}, LoRA r {args.lora_r} on q/v")
+    print_table(["implementation", "s/step", "total s", "peak MB", "first loss", "last loss"],
+                [[k, f"{v['step']:.3f}", f"{v['total']:.2f}", f"{v['memory']:.0f}",
+                  f"{v['first_loss']:.6f}", f"{v['last_loss']:.6f}"]
+                 for k, v in results.items()])
+    print(f"first-step loss difference: {gap:.2e} ({'ok' if gap <= 1e-5 else 'MISMATCH'})")
+    speedup = ref["total"] / our["total"]
+    print(f"speedup: {speedup:.2f}")
+    if gap > 1e-5:
+        raise SystemExit("the two implementations disagree on the first step")
+    return speedup
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--steps", type=int, default=4, help="joint steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--alpha", type=float, default=2.0)
+    parser.add_argument("--beta", type=float, default=0.4)
+    add_common_args(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
