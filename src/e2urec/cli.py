@@ -165,8 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from e2urec.backbones.ensemble import load_scorer
-    from e2urec.data.samples import atomic_write_text
     from e2urec.evaluation.evaluate import evaluate, format_table
+    from e2urec.fileio import atomic_write_text
 
     scorer = load_scorer(args.model)
     reference = load_scorer(args.reference) if args.reference else None

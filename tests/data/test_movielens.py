@@ -8,10 +8,10 @@ from tests.conftest import CAFE, SHARED_ML100K
 
 def test_grouplens_100k_reads_ids_demographics_and_latin1_titles(synthetic_raw):
     data = read_movielens(synthetic_raw)
-    assert len(data.ratings) == 16 * 14
+    assert len(data.ratings) == 16 * 18
     assert list(data.ratings.columns) == ["user_id", "item_id", "rating", "timestamp"]
-    assert data.users.set_index("user_id").loc["1"].to_dict() == {
-        "gender": "M", "age": 21, "occupation": "writer"}
+    assert data.users.set_index("user_id").loc["5"].to_dict() == {
+        "gender": "M", "age": 25, "occupation": "writer"}
     assert data.items.set_index("item_id").loc["3", "title"].startswith(CAFE)
 
 

@@ -7,9 +7,9 @@ from e2urec.backbones.registry import create_backbone
 from e2urec.config import LoraConfig
 from e2urec.data.samples import read_split
 from e2urec.evaluation.predict import ModelScorer, predict
+from e2urec.fileio import atomic_dir
 from e2urec.training.checkpoints import (
     CheckpointError,
-    atomic_dir,
     load_model,
     read_meta,
     save_model,

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import AnswerTokens, Encoder, answer_logits, yes_no_logits
-from e2urec.data.samples import atomic_write_text
 from e2urec.evaluation.predict import ModelScorer, Scorer
+from e2urec.fileio import atomic_write_text
 from e2urec.training.checkpoints import (
     META_FILE,
     CheckpointError,

@@ -30,10 +30,11 @@ from e2urec.config import (
     from_dict,
     to_dict,
 )
-from e2urec.data.samples import atomic_write_text, read_split
+from e2urec.data.samples import read_split
 from e2urec.evaluation.audit import forget_quality, membership_auc
 from e2urec.evaluation.evaluate import evaluate, subsample
 from e2urec.evaluation.predict import Predictions, predict
+from e2urec.fileio import atomic_write_text
 from e2urec.methods import get_method, run_method
 from e2urec.training.checkpoints import library_versions
 

@@ -7,9 +7,6 @@ puts the result on disk atomically. Same input and seed give the same bytes.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from e2urec.config import ConfigError, PrepareConfig, to_dict
 from e2urec.data.movielens import MovieLens
 from e2urec.data.prompts import answer_for, build_prompt
 from e2urec.data.samples import write_jsonl
+from e2urec.fileio import atomic_dir
 
 
 class ForgetRequestError(ValueError):
@@ -159,22 +157,9 @@ def _share(rows: list[dict[str, Any]]) -> float | None:
 
 def write_prepared(prepared: Prepared, out_dir: str | Path) -> Path:
     """Write every split, the shards and the manifest; replace ``out_dir`` atomically."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for name, rows in prepared.splits.items():
             write_jsonl(tmp / f"{name}.jsonl", rows)
         (tmp / "shards.json").write_text(json.dumps(prepared.shards, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(prepared.manifest, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

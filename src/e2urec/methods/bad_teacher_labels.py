@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from e2urec.backbones.scoring import answer_logits
 from e2urec.data.prompts import NO_ANSWER, YES_ANSWER
 from e2urec.methods.base import Unlearner, register
-from e2urec.methods.full_finetune import unlearn_full_copy
-from e2urec.training.losses import answer_ce
+from e2urec.methods.full_finetune import label_loss, unlearn_full_copy
 
 
 @dataclass
@@ -34,19 +32,5 @@ class BadTeacherLabels(Unlearner):
     Options = BadTeacherLabelsOptions
 
     def unlearn(self) -> dict[str, Any]:
-        weight = self.options.weight
-
-        def loss_for(_student):
-            def loss(model, forget_batch, retain_batch):
-                l_flip = answer_ce(answer_logits(model, forget_batch),
-                                   forget_batch["answer_ids"], forget_batch["answer_mask"])
-                if retain_batch is None:
-                    return weight * l_flip, {"flipped_ce": l_flip.detach()}
-                l_retain = answer_ce(answer_logits(model, retain_batch),
-                                     retain_batch["answer_ids"], retain_batch["answer_mask"])
-                return l_retain + weight * l_flip, {"flipped_ce": l_flip.detach(),
-                                                    "retain_ce": l_retain.detach()}
-            return loss
-
-        return unlearn_full_copy(self, loss_for, self.options,
+        return unlearn_full_copy(self, label_loss(self.options.weight), self.options,
                                  forget_rows=flipped(self.ctx.rows("forget")))

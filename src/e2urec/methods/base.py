@@ -24,7 +24,8 @@ import torch
 from accelerate import Accelerator
 
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig, from_dict, to_dict
-from e2urec.data.samples import atomic_write_text, read_manifest, read_split
+from e2urec.data.samples import read_manifest, read_split
+from e2urec.fileio import atomic_write_text
 from e2urec.training.checkpoints import library_versions
 
 RECORD_FILE = "unlearn_record.json"

@@ -107,8 +107,17 @@ def forget_teacher_fn(student: torch.nn.Module, augmented: torch.nn.Module, alph
     return teacher
 
 
-def non_members(ctx) -> list[dict]:
-    """Held-out samples of users never trained on; valid samples when there are none."""
+def held_out_of_the_same_kind(ctx, forget: list[dict], minimum: int = 32) -> list[dict]:
+    """What the forget samples' loss should rise to: the forgotten users' own valid samples.
+
+    Same users, never trained on, so the comparison is not confounded by who
+    the users are; with too few of those, samples of users never trained on,
+    then valid samples.
+    """
+    users = {r["user_id"] for r in forget}
+    same_users = [r for r in ctx.rows("valid") if r["user_id"] in users]
+    if len(same_users) >= minimum:
+        return same_users
     return ctx.rows("holdout") or ctx.rows("valid")
 
 
@@ -140,8 +149,8 @@ class E2URec(Unlearner):
                 ctx.accelerator,
                 StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance,
                          opts.probe_size),
-                make_probe(student, forget, non_members(ctx), ctx.rows("valid"),
-                           opts.probe_size, opts.seed),
+                make_probe(student, forget, held_out_of_the_same_kind(ctx, forget),
+                           ctx.rows("valid"), opts.probe_size, opts.seed),
                 desc="e2urec",
             )
         if ctx.accelerator.is_main_process:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from e2urec.backbones.scoring import answer_logits
 from e2urec.methods.base import Unlearner, register
-from e2urec.methods.full_finetune import unlearn_full_copy
-from e2urec.training.losses import answer_ce
+from e2urec.methods.full_finetune import label_loss, unlearn_full_copy
 
 
 @dataclass
@@ -27,18 +25,4 @@ class NegGrad(Unlearner):
     Options = NegGradOptions
 
     def unlearn(self) -> dict[str, Any]:
-        weight = self.options.weight
-
-        def loss_for(_student):
-            def loss(model, forget_batch, retain_batch):
-                l_forget = answer_ce(answer_logits(model, forget_batch),
-                                     forget_batch["answer_ids"], forget_batch["answer_mask"])
-                if retain_batch is None:
-                    return -weight * l_forget, {"forget_ce": l_forget.detach()}
-                l_retain = answer_ce(answer_logits(model, retain_batch),
-                                     retain_batch["answer_ids"], retain_batch["answer_mask"])
-                return l_retain - weight * l_forget, {"forget_ce": l_forget.detach(),
-                                                      "retain_ce": l_retain.detach()}
-            return loss
-
-        return unlearn_full_copy(self, loss_for, self.options)
+        return unlearn_full_copy(self, label_loss(-self.options.weight), self.options)

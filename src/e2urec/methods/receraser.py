@@ -5,23 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from e2urec.backbones.ensemble import AttentionAggregator, EnsembleScorer, save_ensemble
+from e2urec.backbones.ensemble import AttentionAggregator, EnsembleScorer
 from e2urec.backbones.scoring import yes_no_logits
 from e2urec.evaluation.evaluate import subsample
 from e2urec.evaluation.predict import batches
-from e2urec.methods.base import Unlearner, register
-from e2urec.methods.shards import (
-    ShardTrainer,
-    ensemble_params,
-    initial_ensemble,
-    resolve_initial,
-    retrain_affected,
-)
+from e2urec.methods.base import register
+from e2urec.methods.shards import ShardEnsembleMethod
 from e2urec.training.checkpoints import load_model
 
 
@@ -36,34 +29,12 @@ class RecEraserOptions:
 
 
 @register
-class RecEraser(Unlearner):
+class RecEraser(ShardEnsembleMethod):
     name = "receraser"
     Options = RecEraserOptions
-    needs_original = False
     scheme = "user_balanced"
 
-    def unlearn(self) -> dict[str, Any]:
-        ctx = self.ctx
-        initial_dir = resolve_initial(self.options.initial, ctx, self.name)
-        trainer = ShardTrainer(ctx, initial_dir)
-        initial = initial_ensemble(trainer, self.scheme, initial_dir)
-        if not (initial_dir / "e2urec_model.json").is_file():
-            aggregator = self.train_aggregator(initial, ctx.rows("train"))
-            save_ensemble(initial_dir, initial, aggregator,
-                          meta={"method": self.name, "role": "initial"})
-        with self.timed():
-            members, retrained, trained = retrain_affected(trainer, self.scheme, initial,
-                                                           ctx.out_dir)
-            aggregator = self.train_aggregator(members, ctx.rows("retain"))
-        save_ensemble(ctx.out_dir, members, aggregator,
-                      meta={"method": self.name, "retrained_shards": retrained})
-        return {"trainable_params": trained + sum(p.numel() for p in aggregator.parameters()),
-                "total_params": ensemble_params(members, aggregator),
-                "retrained_shards": retrained, "shards": len(members),
-                "shard_models": "lora" if ctx.train.use_lora else "full",
-                "initial": str(initial_dir)}
-
-    def train_aggregator(self, members: list[Path], rows: list[dict]) -> AttentionAggregator:
+    def aggregate(self, members: list[Path], rows: list[dict]) -> AttentionAggregator:
         """Fit the attention weights on the members' Yes/No logits for (a subset of) ``rows``."""
         opts = self.options
         rows = subsample(rows, opts.aggregator_max_samples, opts.seed)

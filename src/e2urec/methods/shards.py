@@ -12,10 +12,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from e2urec.backbones.ensemble import AttentionAggregator, save_ensemble
-from e2urec.methods.base import UnlearnContext
+from e2urec.methods.base import UnlearnContext, Unlearner
 from e2urec.training.checkpoints import META_FILE, load_model, read_meta, save_model
 from e2urec.training.finetune import finetune, starting_point
 
@@ -134,5 +134,37 @@ def resolve_initial(option: str | None, ctx: UnlearnContext, method: str) -> Pat
     return ctx.out_dir / "initial"
 
 
-__all__ = ["ShardTrainer", "affected_shards", "ensemble_params", "initial_ensemble",
-           "resolve_initial", "retrain_affected", "save_ensemble"]
+class ShardEnsembleMethod(Unlearner):
+    """SISA-style unlearning; subclasses pick the shard ``scheme`` and may learn an aggregator."""
+
+    scheme: ClassVar[str]
+    needs_original = False
+
+    def aggregate(self, members: list[Path], rows: list[dict]) -> AttentionAggregator | None:
+        """The aggregator over ``members`` fitted on ``rows``; None averages logits."""
+        return None
+
+    def unlearn(self) -> dict[str, Any]:
+        ctx = self.ctx
+        initial_dir = resolve_initial(self.options.initial, ctx, self.name)
+        trainer = ShardTrainer(ctx, initial_dir)
+        initial = initial_ensemble(trainer, self.scheme, initial_dir)
+        if not (initial_dir / META_FILE).is_file():
+            save_ensemble(initial_dir, initial, self.aggregate(initial, ctx.rows("train")),
+                          meta={"method": self.name, "role": "initial"})
+        with self.timed():
+            members, retrained, trained = retrain_affected(trainer, self.scheme, initial,
+                                                           ctx.out_dir)
+            aggregator = self.aggregate(members, ctx.rows("retain"))
+        save_ensemble(ctx.out_dir, members, aggregator,
+                      meta={"method": self.name, "retrained_shards": retrained})
+        extra = sum(p.numel() for p in aggregator.parameters()) if aggregator else 0
+        return {"trainable_params": trained + extra,
+                "total_params": ensemble_params(members, aggregator),
+                "retrained_shards": retrained, "shards": len(members),
+                "shard_models": "lora" if ctx.train.use_lora else "full",
+                "initial": str(initial_dir)}
+
+
+__all__ = ["ShardEnsembleMethod", "ShardTrainer", "affected_shards", "ensemble_params",
+           "initial_ensemble", "resolve_initial", "retrain_affected", "save_ensemble"]

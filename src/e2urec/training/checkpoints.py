@@ -9,13 +9,8 @@ leaves either the old folder or the new one, never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import platform
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,7 @@ import torch
 from peft import PeftModel
 
 from e2urec.backbones.registry import Backbone, family_of, load_pretrained
+from e2urec.fileio import atomic_dir, write_json
 
 META_FILE = "e2urec_model.json"
 
@@ -41,30 +37,6 @@ def library_versions() -> dict[str, str]:
     return {"e2urec": __version__, "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "accelerate": accelerate.__version__}
-
-
-@contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``target`` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def save_model(backbone: Backbone, out_dir: str | Path, meta: dict[str, Any] | None = None,

@@ -44,8 +44,9 @@ class StopRule:
     """Stop once forget loss reaches held-out loss, keeping valid AUC within a tolerance.
 
     ``membership``: stop when the student's mean loss on forget samples has
-    risen to within ``gap_tolerance`` of its loss on held-out samples of users
-    never trained on (the membership signal is gone), provided valid AUC is at
+    risen to within ``gap_tolerance`` of its loss on held-out samples of the
+    same kind (the forgotten users' own valid samples: the membership signal
+    is gone), provided valid AUC is at
     least the starting AUC minus ``auc_tolerance``. If valid AUC falls below
     that, the last state that met it is restored and the run stops.
     ``none``: run every epoch (the paper's fixed schedule).
