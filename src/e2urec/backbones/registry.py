@@ -112,7 +112,11 @@ def convert_gguf(folder: Path, filename: str, target: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantised.state_dict(), strict=False)
+    result = plain.load_state_dict(quantised.state_dict(), strict=False)
+    missing = [k for k in result.missing_keys if k != "lm_head.weight"]  # tied to embeddings
+    if missing or result.unexpected_keys:
+        raise ValueError(f"GGUF conversion of {filename}: missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
     plain.tie_weights()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
