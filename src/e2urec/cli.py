@@ -158,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          make_accelerator(cpu=args.cpu))
     history = record["history"]
     print(f"trained {backbone.name} on {args.split} ({record['samples']} samples, "
-          f"{history['epochs_run']} epochs, best valid loss {history['best_valid_loss']:.4f}, "
+          f"{history['epochs_run']} epochs, valid loss {history['best_valid_loss']:.4f}, "
           f"{history['seconds']:.1f}s) -> {args.out}")
     return 0
 

@@ -14,7 +14,6 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 
@@ -229,6 +228,3 @@ def config_hash(*parts: Any) -> str:
     text = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-
-def path_or_none(value: str | None) -> Path | None:
-    return Path(value) if value else None

@@ -39,9 +39,6 @@ from e2urec.methods import get_method, run_method
 from e2urec.training.checkpoints import library_versions
 
 STAGE_FILE = "stage.json"
-RESULT_KEYS = ["method", "test_auc", "test_acc", "test_logloss", "forget_auc", "forget_acc",
-               "forget_sym_kl", "forget_jsd", "forget_l2", "mia_auc", "ks_pvalue",
-               "unlearn_seconds", "trainable_params", "total_params", "peak_memory_mb"]
 
 
 @dataclass
@@ -88,7 +85,6 @@ class Stages:
     def __init__(self, root: Path, log: Callable[[str], None] = print):
         self.root = root
         self.log = log
-        self.ran: list[str] = []
 
     def run(self, kind: str, key: Any, work: Callable[[Path], dict[str, Any]]
             ) -> tuple[Path, dict[str, Any]]:
@@ -105,7 +101,6 @@ class Stages:
         atomic_write_text(marker, json.dumps(
             {"kind": kind, "key": to_dict(key), "seconds": time.perf_counter() - start,
              "result": result}, indent=2, default=str) + "\n")
-        self.ran.append(kind)
         return folder, result
 
 

@@ -124,7 +124,7 @@ def ensemble_params(members: list[Path], aggregator: AttentionAggregator | None 
     return own + shared + extra
 
 
-def resolve_initial(option: str | None, ctx: UnlearnContext, method: str) -> Path:
+def resolve_initial(option: str | None, ctx: UnlearnContext) -> Path:
     """Where the initial ensemble lives: given by the option, else inside the output."""
     if option:
         folder = Path(option)
@@ -146,7 +146,7 @@ class ShardEnsembleMethod(Unlearner):
 
     def unlearn(self) -> dict[str, Any]:
         ctx = self.ctx
-        initial_dir = resolve_initial(self.options.initial, ctx, self.name)
+        initial_dir = resolve_initial(self.options.initial, ctx)
         trainer = ShardTrainer(ctx, initial_dir)
         initial = initial_ensemble(trainer, self.scheme, initial_dir)
         if not (initial_dir / META_FILE).is_file():

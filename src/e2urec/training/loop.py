@@ -116,12 +116,15 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
             optimizer.zero_grad(set_to_none=True)
             running.append(loss.item())
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
-        valid = mean_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
         history["train_loss"].append(sum(running) / len(running))
-        history["valid_loss"].append(valid)
         history["epochs_run"] = epoch + 1
+        last = epoch + 1 == config.epochs
+        if not config.early_stopping and not last:
+            continue  # without early stopping only the final valid loss is recorded
+        valid = mean_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
+        history["valid_loss"].append(valid)
         if not config.early_stopping:
-            best = min(best, valid)
+            best = valid
         elif valid < best - 1e-6:
             best, stale = valid, 0
             best_state = trainable_state(accelerator.unwrap_model(model))
