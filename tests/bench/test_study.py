@@ -88,3 +88,23 @@ def test_bad_study_configs_are_rejected(tmp_path):
         load_study(path)
     for shipped in CONFIGS.glob("*.yaml"):
         load_study(shipped)
+
+
+def test_a_study_extends_another_and_replaces_its_methods(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "name: base\ndata: {window: 500, seed: 3}\ntrain: {epochs: 4, lr: 0.01}\n"
+        "methods: {e2urec: {}, sisa: {}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\ntrain: {epochs: 1}\n"
+                     "methods: {neggrad: {lr: 0.1}}\n")
+    study = load_study(child)
+    assert study.name == "child"
+    assert (study.data.window, study.data.seed) == (500, 3)
+    assert (study.train.epochs, study.train.lr) == (1, 0.01)
+    assert list(study.methods) == ["neggrad"]
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\nmethods: {sisa: {}}\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_study(child)
+    child.write_text("extends: missing.yaml\nmethods: {sisa: {}}\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(child)

@@ -70,13 +70,29 @@ def method_of(entry: str) -> str:
 
 
 def load_study(path: str | Path) -> StudyConfig:
+    """A study from YAML; ``extends: other.yaml`` starts from another study's settings."""
     path = Path(path)
+    return from_dict(StudyConfig, _read_study(path, ()), path.name)
+
+
+def _read_study(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"study config {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping")
-    return from_dict(StudyConfig, raw, path.name)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read_study(path.parent / parent, (*seen, path.resolve()))
+    # Sections merge key by key; a study's method list is its own choice, so it replaces.
+    merged = {**base, **raw}
+    for section in ("data", "backbone", "train"):
+        if isinstance(base.get(section), dict) and isinstance(raw.get(section), dict):
+            merged[section] = {**base[section], **raw[section]}
+    return merged
 
 
 class Stages:
