@@ -157,9 +157,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = train_split(args.data, args.split, backbone, train, args.out,
                          make_accelerator(cpu=args.cpu))
     history = record["history"]
+    valid = history["best_valid_loss"]
+    valid = f", best valid loss {valid:.4f}" if valid is not None else ""
     print(f"trained {backbone.name} on {args.split} ({record['samples']} samples, "
-          f"{history['epochs_run']} epochs, valid loss {history['best_valid_loss']:.4f}, "
-          f"{history['seconds']:.1f}s) -> {args.out}")
+          f"{history['epochs_run']} epochs{valid}, {history['seconds']:.1f}s) -> {args.out}")
     return 0
 
 

@@ -85,7 +85,8 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
 
     With ``early_stopping`` the weights with the lowest valid loss are restored
     at the end and training stops once valid loss has not improved for
-    ``patience`` epochs; without it every epoch runs and the last weights stay.
+    ``patience`` epochs; without it every epoch runs, the last weights stay and
+    no validation pass is spent.
     """
     config.validate()
     set_seed(config.seed)
@@ -118,14 +119,11 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
         history["train_loss"].append(sum(running) / len(running))
         history["epochs_run"] = epoch + 1
-        last = epoch + 1 == config.epochs
-        if not config.early_stopping and not last:
-            continue  # without early stopping only the final valid loss is recorded
+        if not config.early_stopping:
+            continue  # valid loss only drives early stopping; evaluation measures the rest
         valid = mean_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
         history["valid_loss"].append(valid)
-        if not config.early_stopping:
-            best = valid
-        elif valid < best - 1e-6:
+        if valid < best - 1e-6:
             best, stale = valid, 0
             best_state = trainable_state(accelerator.unwrap_model(model))
         else:
@@ -136,6 +134,6 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
     if best_state is not None:
         unwrapped.load_state_dict(best_state, strict=False)
     backbone.model = unwrapped.eval()
-    history["best_valid_loss"] = best
+    history["best_valid_loss"] = best if config.early_stopping else None
     history["seconds"] = time.perf_counter() - start
     return history
