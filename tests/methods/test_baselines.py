@@ -128,3 +128,40 @@ def test_shard_models_can_be_lora_adapters_on_one_backbone(unlearn, one_user_for
     initial_members = read_meta(out / "initial")["members"]
     bases = {read_meta(out / "initial" / m)["base"] for m in initial_members}
     assert len(bases) == 1 and record["trainable_params"] < record["total_params"]
+
+
+@pytest.fixture(scope="module")
+def lora_original(tmp_path_factory, prepared_dir):
+    """An Original that is itself a LoRA adapter, as in the SmolLM2 configs."""
+    from e2urec.training.finetune import train_split
+    from tests.conftest import quick_train, tiny_backbone
+
+    out = tmp_path_factory.mktemp("lora-original") / "model"
+    train_split(prepared_dir, "train", tiny_backbone(), quick_train(epochs=2, use_lora=True), out)
+    return out
+
+
+@pytest.mark.parametrize("method,options", [
+    ("e2urec", {"epochs": 1, "augment_epochs": 1, "augment_lora": True, "stop_rule": "none"}),
+    ("neggrad", {"epochs": 1}),
+    ("bad-teacher", {"epochs": 1}),
+])
+def test_methods_run_on_a_lora_original(method, options, lora_original, prepared_dir, tmp_path):
+    from e2urec.methods import run_method
+    from tests.conftest import quick_train, tiny_backbone
+
+    assert read_meta(lora_original)["kind"] == "adapter"
+    out = tmp_path / method
+    record = run_method(method, prepared_dir, lora_original, tiny_backbone(),
+                        quick_train(use_lora=True), options, out)
+    rows = read_split(prepared_dir, "test")[:16]
+    after = predict(load_scorer(out), rows).p_yes
+    assert np.isfinite(after).all()
+    if method == "e2urec":  # an adapter on the (merged) LoRA Original, the Original untouched
+        assert read_meta(out)["kind"] == "adapter"
+        assert record["trainable_params"] < 0.2 * record["total_params"]
+        scorer = load_scorer(out)
+        with scorer.backbone.model.disable_adapter():
+            disabled = predict(scorer, rows).p_yes
+        np.testing.assert_allclose(disabled, predict(load_scorer(lora_original), rows).p_yes,
+                                   atol=1e-5)

@@ -43,7 +43,7 @@ class BadTeacher(Unlearner):
     def unlearn(self) -> dict[str, Any]:
         opts, ctx = self.options, self.ctx
         device = ctx.accelerator.device
-        competent = load_model(ctx.original_dir).model.to(device).eval()
+        competent = load_model(ctx.original_dir, merged=True).model.to(device).eval()
         caches: dict[str, TeacherCache] = {}
 
         def frozen(model):

@@ -131,7 +131,7 @@ class E2URec(Unlearner):
         forget, retain = ctx.rows("forget"), ctx.rows("retain")
         with self.timed():
             augmented, augment_record = self._augmented(forget)
-            student = add_lora(load_model(ctx.original_dir), opts.lora)
+            student = add_lora(load_model(ctx.original_dir, merged=True), opts.lora)
             device = ctx.accelerator.device
             student.model.to(device)
             forget_teacher = self._forget_teacher(student, augmented, forget, device)
@@ -165,8 +165,8 @@ class E2URec(Unlearner):
         """The Original over-fitted to the forget set (given, or trained here)."""
         opts, ctx = self.options, self.ctx
         if opts.augmented:
-            return load_model(opts.augmented), {"source": opts.augmented}
-        model = load_model(ctx.original_dir)
+            return load_model(opts.augmented, merged=True), {"source": opts.augmented}
+        model = load_model(ctx.original_dir, merged=True)
         train = TrainConfig(epochs=opts.augment_epochs, lr=opts.augment_lr,
                             batch_size=opts.batch_size, early_stopping=False,
                             use_lora=opts.augment_lora, lora=opts.lora, seed=opts.seed)

@@ -20,7 +20,7 @@ def unlearn_full_copy(method: Unlearner, loss_fn_for, options: Any,
     """
     ctx = method.ctx
     forget = forget_rows if forget_rows is not None else ctx.rows("forget")
-    student = load_model(ctx.original_dir)
+    student = load_model(ctx.original_dir, merged=True)
     student.model.train()
     for param in student.model.parameters():
         param.requires_grad_(True)

@@ -65,15 +65,22 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(meta_file.read_text())
 
 
-def load_model(path: str | Path, trainable_adapter: bool = False) -> Backbone:
-    """Load a model folder; an adapter folder comes back on its (reloaded) base."""
+def load_model(path: str | Path, trainable_adapter: bool = False,
+               merged: bool = False) -> Backbone:
+    """Load a model folder; an adapter folder comes back on its (reloaded) base.
+
+    With ``merged`` an adapter is folded into its base and a plain model comes
+    back: what a method needs that trains on top of a LoRA-tuned Original.
+    """
     path = Path(path)
     meta = read_meta(path)
     if meta["kind"] == "ensemble":
         raise CheckpointError(f"{path} is an ensemble; load it with load_scorer")
     if meta["kind"] == "adapter":
-        base = load_model(meta["base"])
+        base = load_model(meta["base"], merged=True)  # an adapter may sit on an adapter
         model = PeftModel.from_pretrained(base.model, path, is_trainable=trainable_adapter)
+        if merged:
+            model = model.merge_and_unload()
         return Backbone(model, base.tokenizer, base.family, meta["max_prompt_tokens"])
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: incomplete model folder (no config.json)")
