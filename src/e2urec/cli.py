@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the whole comparison from one YAML study")
     bench.add_argument("--config", required=True)
     bench.add_argument("--out", required=True)
+    bench.add_argument("--stages-from", metavar="DIR",
+                       help="keep and reuse stages in another study's output folder "
+                            "(default: --out)")
     return parser
 
 
@@ -195,7 +198,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from e2urec.bench.study import run_study
 
-    table = run_study(args.config, args.out)
+    table = run_study(args.config, args.out, stages_from=args.stages_from)
     print(table)
     return 0
 

@@ -58,6 +58,19 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path):
     running = [line for line in logs if "running" in line]
     assert [line.split()[1] for line in running] == ["method-neggrad:", "eval-neggrad:"]
 
+    # A second study (here: two of the methods) reuses the stages and writes elsewhere.
+    raw = yaml.safe_load(smoke_config(tmp_path, neggrad={"weight": 0.5}).read_text())
+    raw["methods"] = {"neggrad": {"weight": 0.5}}
+    (tmp_path / "ablation.yaml").write_text(yaml.safe_dump(raw))
+    logs.clear()
+    run_study(tmp_path / "ablation.yaml", tmp_path / "ablation", log=logs.append,
+              stages_from=out)
+    assert logs and all("reusing" in line for line in logs)
+    ablation = json.loads((tmp_path / "ablation" / "results.json").read_text())
+    assert [row["method"] for row in ablation["rows"]] == ["original", "retrain", "neggrad"]
+    assert not (tmp_path / "ablation" / "stages").exists()
+    assert "| e2urec |" in (out / "results.md").read_text()  # the first study's table stays
+
 
 def test_interrupted_stage_is_redone(tmp_path):
     stages = Stages(tmp_path, log=lambda _: None)

@@ -121,11 +121,18 @@ class Stages:
 
 
 def run_study(config_path: str | Path, out_dir: str | Path,
-              log: Callable[[str], None] = print) -> str:
-    """Run (or resume) a study; write results.{json,csv,md} and plots; return the table."""
+              log: Callable[[str], None] = print, stages_from: str | Path | None = None) -> str:
+    """Run (or resume) a study; write results.{json,csv,md} and plots; return the table.
+
+    Stages live under ``out_dir/stages``, or under ``stages_from/stages`` so that
+    a second study (an ablation) reuses the first one's finished stages while
+    writing its results to a folder of its own.
+    """
     study = load_study(config_path)
     out = Path(out_dir)
-    stages = Stages(out, log)
+    home = Path(stages_from) if stages_from else out
+    stages = Stages(home, log)
+    out.mkdir(parents=True, exist_ok=True)
     data_dir = _prepare(stages, study)
     base_key = {"data": study.data, "backbone": study.backbone, "train": study.train}
 
@@ -151,14 +158,14 @@ def run_study(config_path: str | Path, out_dir: str | Path,
     reference_preds: list[Predictions] = []  # the reference's forget logits, made once
     rows = []
     for name, (model_dir, record) in models.items():
-        key = {"model": str(model_dir.relative_to(out)),
-               "reference": str(reference.relative_to(out)), "batch": study.eval_batch_size,
+        key = {"model": str(model_dir.relative_to(home)),
+               "reference": str(reference.relative_to(home)), "batch": study.eval_batch_size,
                "max_samples": study.eval_max_samples}
         _, metrics = stages.run(f"eval-{name.replace('/', '-')}", key,
                                 lambda f, m=model_dir: _evaluate(study, data_dir, m, reference,
                                                                  reference_preds, f))
         rows.append(_row(name, metrics, record))
-    _add_ks(rows, out)
+    _add_ks(rows)
     return _write_results(out, study, rows)
 
 
@@ -237,7 +244,7 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
     }
 
 
-def _add_ks(rows: list[dict[str, Any]], out: Path) -> None:
+def _add_ks(rows: list[dict[str, Any]]) -> None:
     reference = np.load(next(r for r in rows if r["method"] == "retrain")["_p_true_file"])
     for row in rows:
         quality = forget_quality(np.load(row.pop("_p_true_file")), reference)
