@@ -6,6 +6,7 @@ import torch
 from e2urec.backbones.ensemble import load_scorer
 from e2urec.data.samples import read_split
 from e2urec.evaluation.evaluate import evaluate
+from e2urec.evaluation.predict import predict
 from e2urec.training.checkpoints import load_model, read_meta
 from e2urec.training.losses import forgetting_teacher
 
@@ -88,3 +89,15 @@ def test_e2urec_moves_the_forget_set_towards_the_retrained_model(
     after, _ = evaluate(load_scorer(out), prepared_dir, reference, splits=("forget",))
     assert after["forget_vs_reference"]["sym_kl"] < before["forget_vs_reference"]["sym_kl"]
     assert np.isfinite(after["forget"]["logloss"])
+
+
+def test_without_a_membership_gap_at_the_start_no_step_is_taken(unlearn, prepared_dir,
+                                                                  original_dir):
+    # A tolerance this wide counts the gap as closed before the first step.
+    record, out = unlearn("e2urec", {**FAST, "stop_rule": "membership", "gap_tolerance": 100.0})
+    history = record["history"]
+    assert history["total_steps"] == 0 and history["steps"] == []
+    assert history["stopped"].startswith("no membership gap at the start")
+    rows = read_split(prepared_dir, "forget")
+    np.testing.assert_allclose(predict(load_scorer(out), rows).p_yes,
+                               predict(load_scorer(original_dir), rows).p_yes, atol=1e-5)

@@ -48,7 +48,8 @@ class StopRule:
     same kind (the forgotten users' own valid samples: the membership signal
     is gone), provided valid AUC is at
     least the starting AUC minus ``auc_tolerance``. If valid AUC falls below
-    that, the last state that met it is restored and the run stops.
+    that, the last state that met it is restored and the run stops. If there
+    is no gap at the start, no step is taken.
     ``none``: run every epoch (the paper's fixed schedule).
     """
 
@@ -150,6 +151,11 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
 
     start_point = evaluate(0, 0) if probe is not None else None
     floor = start_point["valid_auc"] - stop.auc_tolerance if start_point else -math.inf
+    if stop.kind == "membership" and start_point and _gap_closed(start_point, stop):
+        history["stopped"] = ("no membership gap at the start: forget loss "
+                              f"{start_point['forget_loss']:.4f} >= held-out loss "
+                              f"{start_point['holdout_loss']:.4f}; nothing to unlearn")
+        return _finish(history, model, backbone, accelerator, 0)
     good_state = trainable_state(accelerator.unwrap_model(model)) if probe is not None else None
     step = 0
     for epoch in range(options.epochs):
@@ -180,12 +186,16 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
                                      f"{floor:.4f}: restored the state of the previous check"
                 return _finish(history, model, backbone, accelerator, step)
             good_state = trainable_state(accelerator.unwrap_model(model))
-            if point["forget_loss"] >= point["holdout_loss"] - stop.gap_tolerance:
+            if _gap_closed(point, stop):
                 history["stopped"] = (f"membership gap closed: forget loss "
                                       f"{point['forget_loss']:.4f} >= held-out loss "
                                       f"{point['holdout_loss']:.4f}")
                 return _finish(history, model, backbone, accelerator, step)
     return _finish(history, model, backbone, accelerator, step)
+
+
+def _gap_closed(point: dict[str, Any], stop: StopRule) -> bool:
+    return point["forget_loss"] >= point["holdout_loss"] - stop.gap_tolerance
 
 
 def _eval_points(steps: int, per_epoch: int) -> set[int]:
