@@ -118,6 +118,15 @@ def test_a_study_extends_another_and_replaces_its_methods(tmp_path):
     (tmp_path / "base.yaml").write_text("extends: child.yaml\nmethods: {sisa: {}}\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_study(child)
+    child.write_text("extends: [a.yaml, b.yaml]\nmethods: {sisa: {}}\n")
+    with pytest.raises(ConfigError, match="one study file"):
+        load_study(child)
     child.write_text("extends: missing.yaml\nmethods: {sisa: {}}\n")
     with pytest.raises(ConfigError, match="does not exist"):
         load_study(child)
+
+
+def test_stages_from_a_folder_without_stages_is_an_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="no stages/ folder"):
+        run_study(CONFIGS / "smoke.yaml", tmp_path / "out", stages_from=tmp_path / "typo")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "typo").exists()

@@ -10,9 +10,6 @@ of a causal (Llama, GPT-2, Qwen, SmolLM2) or seq2seq (T5) model.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from e2urec.backbones.tiny import build_tiny_model, train_word_tokenizer
 from e2urec.config import BackboneConfig
 from e2urec.data.samples import read_split
 from e2urec.data.sources import cache_root
+from e2urec.fileio import atomic_dir
 
 TINY = {"tiny-llama": "causal", "tiny-t5": "seq2seq"}
 SMOLLM2 = "smollm2-135m"
@@ -118,12 +116,6 @@ def convert_gguf(folder: Path, filename: str, target: Path) -> None:
         raise ValueError(f"GGUF conversion of {filename}: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
     plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -86,6 +86,8 @@ def _read_study(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' takes the path of one study file")
     base = _read_study(path.parent / parent, (*seen, path.resolve()))
     # Sections merge key by key; a study's method list is its own choice, so it replaces.
     merged = {**base, **raw}
@@ -131,6 +133,9 @@ def run_study(config_path: str | Path, out_dir: str | Path,
     study = load_study(config_path)
     out = Path(out_dir)
     home = Path(stages_from) if stages_from else out
+    if stages_from and not (home / "stages").is_dir():
+        raise ConfigError(f"--stages-from {home}: no stages/ folder there; name the --out "
+                          "folder of a finished `e2urec bench` run")
     stages = Stages(home, log)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = _prepare(stages, study)
