@@ -98,6 +98,10 @@ def test_without_a_membership_gap_at_the_start_no_step_is_taken(unlearn, prepare
     history = record["history"]
     assert history["total_steps"] == 0 and history["steps"] == []
     assert history["stopped"].startswith("no membership gap at the start")
+    assert len(history["evaluations"]) == 1
+    # Nothing to unlearn: the augmented model is not trained, no teacher runs.
+    assert record["augment"] == {"source": "not needed"}
+    assert record["teacher_forwards"] == {"forget": 0, "retain": 0}
     rows = read_split(prepared_dir, "forget")
     np.testing.assert_allclose(predict(load_scorer(out), rows).p_yes,
                                predict(load_scorer(original_dir), rows).p_yes, atol=1e-5)

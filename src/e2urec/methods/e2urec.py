@@ -30,7 +30,14 @@ from e2urec.training.losses import (
     soft_ce,
 )
 from e2urec.training.teachers import TeacherCache
-from e2urec.training.unlearn_loop import LoopOptions, StopRule, make_probe, run_unlearning
+from e2urec.training.unlearn_loop import (
+    LoopOptions,
+    StopRule,
+    make_probe,
+    nothing_to_unlearn,
+    run_unlearning,
+    starting_point,
+)
 
 
 @dataclass
@@ -129,37 +136,52 @@ class E2URec(Unlearner):
     def unlearn(self) -> dict[str, Any]:
         opts, ctx = self.options, self.ctx
         forget, retain = ctx.rows("forget"), ctx.rows("retain")
+        device = ctx.accelerator.device
+        stop = StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance, opts.probe_size)
         with self.timed():
-            augmented, augment_record = self._augmented(forget)
-            student = add_lora(load_model(ctx.original_dir, merged=True), opts.lora)
-            device = ctx.accelerator.device
-            student.model.to(device)
-            forget_teacher = self._forget_teacher(student, augmented, forget, device)
-            del augmented
-            gc.collect()
-            retain_teacher = self._cache(student, retain, device,
-                                         lambda b: base_logits(student.model, b))
-            history = run_unlearning(
-                student, loader(student, forget, opts.batch_size, True, opts.seed),
-                loader(student, retain, opts.batch_size, True, opts.seed),
-                distillation_loss(forget_teacher, retain_teacher, opts.beta),
-                LoopOptions(epochs=opts.epochs, forget_only_epochs=opts.forget_only_epochs,
-                            lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
-                            evals_per_epoch=opts.evals_per_epoch),
-                ctx.accelerator,
-                StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance,
-                         opts.probe_size),
-                make_probe(student, forget, held_out_of_the_same_kind(ctx, forget),
-                           ctx.rows("valid"), opts.probe_size, opts.seed),
-                desc="e2urec",
-            )
+            student = load_model(ctx.original_dir, merged=True)  # adapters come later
+            probe = make_probe(student, forget, held_out_of_the_same_kind(ctx, forget),
+                               ctx.rows("valid"), opts.probe_size, opts.seed)
+            start = starting_point(student, probe, device)
+            if reason := nothing_to_unlearn(start, stop):
+                # The augmented model and the teachers would go unused: skip them.
+                student = add_lora(student, opts.lora)
+                history = {"steps": [], "evaluations": [start], "stopped": reason,
+                           "total_steps": 0}
+                augment_record: dict[str, Any] = {"source": "not needed"}
+                teacher_forwards = {"forget": 0, "retain": 0}
+            else:
+                student, history, augment_record, teacher_forwards = self._distil(
+                    student, forget, retain, stop, probe, start)
         if ctx.accelerator.is_main_process:
             save_model(student, ctx.out_dir, {"method": self.name}, base_dir=ctx.original_dir)
         trainable, total = student.parameter_counts()
         return {"trainable_params": trainable, "total_params": total, "history": history,
-                "augment": augment_record,
-                "teacher_forwards": {"forget": forget_teacher.computed,
-                                     "retain": retain_teacher.computed}}
+                "augment": augment_record, "teacher_forwards": teacher_forwards}
+
+    def _distil(self, original: Backbone, forget: list[dict], retain: list[dict],
+                stop: StopRule, probe, start: dict[str, Any]):
+        """Augmented model, cached teachers, then the unlearning loop on LoRA adapters."""
+        opts, ctx = self.options, self.ctx
+        device = ctx.accelerator.device
+        augmented, augment_record = self._augmented(forget)
+        student = add_lora(original, opts.lora)
+        student.model.to(device)
+        forget_teacher = self._forget_teacher(student, augmented, forget, device)
+        del augmented
+        gc.collect()
+        retain_teacher = self._cache(student, retain, device,
+                                     lambda b: base_logits(student.model, b))
+        history = run_unlearning(
+            student, loader(student, forget, opts.batch_size, True, opts.seed),
+            loader(student, retain, opts.batch_size, True, opts.seed),
+            distillation_loss(forget_teacher, retain_teacher, opts.beta),
+            LoopOptions(epochs=opts.epochs, forget_only_epochs=opts.forget_only_epochs,
+                        lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
+                        evals_per_epoch=opts.evals_per_epoch),
+            ctx.accelerator, stop, probe, desc="e2urec", start=start)
+        teacher_forwards = {"forget": forget_teacher.computed, "retain": retain_teacher.computed}
+        return student, history, augment_record, teacher_forwards
 
     def _augmented(self, forget: list[dict]) -> tuple[Backbone, dict[str, Any]]:
         """The Original over-fitted to the forget set (given, or trained here)."""

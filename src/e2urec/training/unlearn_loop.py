@@ -122,11 +122,14 @@ def cycle(data: DataLoader) -> Iterator[Batch]:
 def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: DataLoader | None,
                    loss_fn: LossFn, options: LoopOptions, accelerator: Accelerator,
                    stop: StopRule | None = None, probe: Probe | None = None,
-                   desc: str = "unlearn") -> dict[str, Any]:
+                   desc: str = "unlearn", start: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """Train ``backbone.model`` in place with ``loss_fn``; return the history.
 
     Every epoch walks the forget set once; the first ``forget_only_epochs``
     use forget batches alone, later ones pair each with the next retain batch.
+    ``start`` is the probe's measurement before any step when the caller has
+    already taken it (see :func:`starting_point`).
     """
     model = backbone.model
     model.train()
@@ -149,12 +152,15 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         history["evaluations"].append(point)
         return point
 
-    start_point = evaluate(0, 0) if probe is not None else None
+    start_point = None
+    if probe is not None and start is not None:
+        start_point = start
+        history["evaluations"].append(start)
+    elif probe is not None:
+        start_point = evaluate(0, 0)
     floor = start_point["valid_auc"] - stop.auc_tolerance if start_point else -math.inf
-    if stop.kind == "membership" and start_point and _gap_closed(start_point, stop):
-        history["stopped"] = ("no membership gap at the start: forget loss "
-                              f"{start_point['forget_loss']:.4f} >= held-out loss "
-                              f"{start_point['holdout_loss']:.4f}; nothing to unlearn")
+    if start_point and (reason := nothing_to_unlearn(start_point, stop)):
+        history["stopped"] = reason
         return _finish(history, model, backbone, accelerator, 0)
     good_state = trainable_state(accelerator.unwrap_model(model)) if probe is not None else None
     step = 0
@@ -192,6 +198,21 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
                                       f"{point['holdout_loss']:.4f}")
                 return _finish(history, model, backbone, accelerator, step)
     return _finish(history, model, backbone, accelerator, step)
+
+
+def starting_point(backbone: Backbone, probe: Probe, device: torch.device) -> dict[str, Any]:
+    """The stop rule's measurement of a model before any unlearning step."""
+    backbone.model.to(device)
+    return {"step": 0, "epoch": 0,
+            **measure(backbone.model, probe, device, backbone.encoder().tokens)}
+
+
+def nothing_to_unlearn(point: dict[str, Any], stop: StopRule) -> str | None:
+    """Why no step should be taken (no membership gap at the start), else None."""
+    if stop.kind != "membership" or not _gap_closed(point, stop):
+        return None
+    return (f"no membership gap at the start: forget loss {point['forget_loss']:.4f} >= "
+            f"held-out loss {point['holdout_loss']:.4f}; nothing to unlearn")
 
 
 def _gap_closed(point: dict[str, Any], stop: StopRule) -> bool:
