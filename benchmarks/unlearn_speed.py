@@ -3,7 +3,9 @@
 Both run in this one process on the same data, model, LoRA initialisation and
 batches. The reference style recomputes every teacher each step, computes
 vocabulary logits at every position, and sends the retain batch through the
-student twice (once for the labels, once for distillation). Ours is the
+student twice (once for the labels, once for distillation), and passes the
+labels to every forward as the reference does, so the library also computes
+its label loss over the vocabulary at every position. Ours is the
 library's E2URec loss: teachers cached once per sample, the retain batch
 through the student once, logits only at the answer positions. Both must give
 the same loss on the first step (to 1e-5), so the speed-up changes nothing
@@ -33,7 +35,7 @@ from e2urec.config import BackboneConfig, LoraConfig
 from e2urec.data.samples import read_split
 from e2urec.methods.e2urec import base_logits, distillation_loss, forget_teacher_fn
 from e2urec.training.loop import add_lora
-from e2urec.training.losses import answer_ce, forgetting_teacher, soft_ce
+from e2urec.training.losses import forgetting_teacher, soft_ce
 from e2urec.training.teachers import TeacherCache
 
 TINY = {"tiny_hidden": 128, "tiny_layers": 2, "tiny_heads": 4, "tiny_intermediate": 256}
@@ -49,24 +51,37 @@ def switch_off_dropout(model: torch.nn.Module) -> None:
                 setattr(module, name, 0.0)
 
 
-def full_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """As the reference code: vocabulary logits at every position, answer slots sliced after."""
+def reference_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """As the reference code: ``model(input_ids, labels=...)``, so every forward also pays
+    for the library's label loss, and vocabulary logits come at every position.
+
+    Returns the answer slots' logits and that label loss (the mean answer-token CE).
+    """
     inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-    logits = model(**inputs, use_cache=False).logits
-    width = batch["answer_ids"].shape[1]
-    return logits if "decoder_input_ids" in inputs else logits[:, -width:]
+    labels = batch["answer_ids"].masked_fill(~batch["answer_mask"], -100)
+    if "decoder_input_ids" in inputs:
+        out = model(**inputs, labels=labels, use_cache=False)
+        return out.logits, out.loss
+    width = labels.shape[1]
+    # Causal: the last ``width`` positions predict the answer; given as already-shifted labels.
+    shifted = torch.full_like(inputs["input_ids"], -100)
+    shifted[:, -width:] = labels
+    out = model(**inputs, labels=shifted, shift_labels=shifted, use_cache=False)
+    return out.logits[:, -width:], out.loss
 
 
 def reference_step(student, original, augmented, forget_batch, retain_batch, alpha, beta):
+    """One joint step as the reference code takes it (its ``compute_forced_kl``,
+    ``get_answer_loss`` and ``compute_kl``): five forwards, three of them teachers."""
+    mask_f, mask_r = forget_batch["answer_mask"], retain_batch["answer_mask"]
     with torch.no_grad():
-        teacher = forgetting_teacher(full_logits(original, forget_batch),
-                                     full_logits(augmented, forget_batch), alpha)
-        remember = full_logits(original, retain_batch)
-    l_forget = soft_ce(full_logits(student, forget_batch), teacher, forget_batch["answer_mask"])
-    l_ce = answer_ce(full_logits(student, retain_batch), retain_batch["answer_ids"],
-                     retain_batch["answer_mask"])
-    l_remember = soft_ce(full_logits(student, retain_batch), remember,
-                         retain_batch["answer_mask"])
+        teacher = forgetting_teacher(reference_forward(original, forget_batch)[0],
+                                     reference_forward(augmented, forget_batch)[0], alpha)
+        remember = reference_forward(original, retain_batch)[0]
+    l_forget = soft_ce(reference_forward(student, forget_batch)[0], teacher, mask_f)
+    l_ce = reference_forward(student, retain_batch)[1]
+    l_remember = soft_ce(reference_forward(student, retain_batch)[0], remember, mask_r)
     return beta * l_forget + (1 - beta) * (l_remember + l_ce)
 
 
