@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> float:
     return speedup
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -184,7 +184,11 @@ def main(argv=None) -> None:
     parser.add_argument("--alpha", type=float, default=2.0)
     parser.add_argument("--beta", type=float, default=0.4)
     add_common_args(parser)
-    run(parser.parse_args(argv))
+    return parser
+
+
+def main(argv=None) -> None:
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

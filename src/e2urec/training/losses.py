@@ -6,10 +6,20 @@ import torch
 import torch.nn.functional as F
 
 
+def token_ce(logits: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every answer token ``[B, A]``, the vocabulary on the last axis.
+
+    With the classes on a middle axis (``[B, V, A]``) the CPU kernel loses
+    precision on large vocabularies (1.7e-4 nats on SmolLM2's 49k tokens).
+    """
+    flat = F.cross_entropy(logits.float().flatten(0, 1), answer_ids.flatten(), reduction="none")
+    return flat.view_as(answer_ids)
+
+
 def per_sample_ce(logits: torch.Tensor, answer_ids: torch.Tensor,
                   answer_mask: torch.Tensor) -> torch.Tensor:
     """Mean token cross-entropy of each sample's answer: ``[B]``."""
-    tokens = F.cross_entropy(logits.float().transpose(1, 2), answer_ids, reduction="none")
+    tokens = token_ce(logits, answer_ids)
     mask = answer_mask.float()
     return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1)
 
@@ -17,7 +27,7 @@ def per_sample_ce(logits: torch.Tensor, answer_ids: torch.Tensor,
 def answer_ce(logits: torch.Tensor, answer_ids: torch.Tensor,
               answer_mask: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over every answer token of the batch."""
-    tokens = F.cross_entropy(logits.float().transpose(1, 2), answer_ids, reduction="none")
+    tokens = token_ce(logits, answer_ids)
     mask = answer_mask.float()
     return (tokens * mask).sum() / mask.sum().clamp(min=1)
 
