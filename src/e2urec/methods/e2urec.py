@@ -37,6 +37,7 @@ from e2urec.training.unlearn_loop import (
     nothing_to_unlearn,
     run_unlearning,
     starting_point,
+    stopped_before_start,
 )
 
 
@@ -146,8 +147,7 @@ class E2URec(Unlearner):
             if reason := nothing_to_unlearn(start, stop):
                 # The augmented model and the teachers would go unused: skip them.
                 student = add_lora(student, opts.lora)
-                history = {"steps": [], "evaluations": [start], "stopped": reason,
-                           "total_steps": 0}
+                history = stopped_before_start(start, reason)
                 augment_record: dict[str, Any] = {"source": "not needed"}
                 teacher_forwards = {"forget": 0, "retain": 0}
             else:

@@ -160,8 +160,8 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         start_point = evaluate(0, 0)
     floor = start_point["valid_auc"] - stop.auc_tolerance if start_point else -math.inf
     if start_point and (reason := nothing_to_unlearn(start_point, stop)):
-        history["stopped"] = reason
-        return _finish(history, model, backbone, accelerator, 0)
+        _finish(history, model, backbone, accelerator, 0)
+        return stopped_before_start(start_point, reason)
     good_state = trainable_state(accelerator.unwrap_model(model)) if probe is not None else None
     step = 0
     for epoch in range(options.epochs):
@@ -213,6 +213,11 @@ def nothing_to_unlearn(point: dict[str, Any], stop: StopRule) -> str | None:
         return None
     return (f"no membership gap at the start: forget loss {point['forget_loss']:.4f} >= "
             f"held-out loss {point['holdout_loss']:.4f}; nothing to unlearn")
+
+
+def stopped_before_start(start: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The history of a run that took no step: its one measurement and why."""
+    return {"steps": [], "evaluations": [start], "stopped": reason, "total_steps": 0}
 
 
 def _gap_closed(point: dict[str, Any], stop: StopRule) -> bool:
