@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table
 
 from e2urec.backbones.scoring import answer_logits
+from e2urec.checkpoints.folders import load_model
 from e2urec.config import TrainConfig
 from e2urec.data.samples import read_split
-from e2urec.training.checkpoints import load_model
 from e2urec.training.loop import fit
 from e2urec.training.losses import answer_scoped_teacher, forgetting_teacher
 

@@ -51,8 +51,8 @@ def main(argv=None) -> None:
     for method in ["retrain", *[m for m in args.methods.split(",") if m]]:
         # The paper's fixed schedule: the stop rule would end a run with no membership gap
         # before its first step and time nothing but the check.
-        options = {"epochs": args.e2urec_epochs, "stop_rule": "none"} if method == "e2urec" \
-            else {}
+        options = {"schedule": {"epochs": args.e2urec_epochs}, "stop_rule": "none"} \
+            if method == "e2urec" else {}
         record = run_method(method, data, original, backbone, train, options, work / method,
                             cpu=cpu)
         seconds[method] = (record["unlearn_seconds"], record["trainable_share"])

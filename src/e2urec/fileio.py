@@ -1,4 +1,8 @@
-"""Atomic writes: a file or a folder appears whole or not at all."""
+"""Atomic writes (a file or a folder appears whole or not at all) and output checks.
+
+Every command checks its output before any work (:func:`check_output`): a
+path that holds someone else's files is refused unless ``--overwrite`` says so.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +29,65 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+class OutputError(ValueError):
+    """An output path cannot be used; the message says why and what to do."""
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail unless a file can be created where ``path`` is (or would be) created."""
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".e2urec-write-check"):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {folder} is not writable "
+                          f"({err.strerror}); choose another output") from None
+
+
+def check_output(path: str | Path, marker: str, overwrite: bool = False) -> None:
+    """Check an output folder before any work: writable, and not someone else's files.
+
+    A missing or empty folder is fine; so is this command's own earlier output
+    (it holds ``marker``). A file, or a folder with other content, is refused
+    unless ``overwrite`` is set.
+    """
+    path = Path(path)
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        raise OutputError(f"--out {path} is an existing file; name a folder "
+                          "(it is replaced only with --overwrite)"
+                          if not overwrite else f"--out {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists() and not overwrite:
+        count = sum(1 for _ in path.iterdir())
+        raise OutputError(f"--out {path} already holds {count} entries that are not this "
+                          "command's output; choose another folder or pass --overwrite "
+                          "(which replaces it)")
+    check_writable(path)
+
+
+def check_output_file(path: str | Path, is_own: bool, overwrite: bool = False) -> None:
+    """Check an output file before any work (``is_own``: it is this command's earlier output)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; name a file")
+    if path.exists() and not is_own and not overwrite:
+        raise OutputError(f"--out {path} already exists and is not an e2urec result; "
+                          "choose another file or pass --overwrite")
+    check_writable(path)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``target`` only if the block succeeds."""
+    """Yield a temporary folder that replaces ``target`` only if the block succeeds.
+
+    ``target`` may be missing or a folder; a file there is never touched.
+    """
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file; refusing to replace it with a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
     try:

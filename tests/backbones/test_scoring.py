@@ -7,7 +7,7 @@ from e2urec.backbones.registry import create_backbone
 from e2urec.backbones.scoring import TokenizerError, answer_logits, answer_tokens, p_yes
 from e2urec.backbones.tiny import train_word_tokenizer
 from e2urec.data.samples import read_split
-from tests.conftest import tiny_backbone
+from tests.helpers import tiny_backbone
 
 
 def byte_bpe_tokenizer(texts) -> PreTrainedTokenizerFast:

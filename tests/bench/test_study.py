@@ -8,7 +8,7 @@ import yaml
 
 from e2urec.bench.study import Stages, load_study, run_study
 from e2urec.config import ConfigError
-from tests.conftest import SHARED_ML100K
+from tests.helpers import SHARED_ML100K
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 KEYS = {"method", "test_auc", "test_acc", "test_logloss", "forget_auc", "forget_sym_kl",

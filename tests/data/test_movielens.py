@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from e2urec.data.movielens import DataFormatError, read_movielens
-from tests.conftest import CAFE, SHARED_ML100K
+from tests.helpers import CAFE, SHARED_ML100K
 
 
 def test_grouplens_100k_reads_ids_demographics_and_latin1_titles(synthetic_raw):

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from e2urec.checkpoints.folders import read_meta
 from e2urec.methods import run_method
-from e2urec.training.checkpoints import read_meta
-from tests.conftest import quick_train, tiny_backbone
+from tests.helpers import quick_train, tiny_backbone
 
 
 def family_name(original: Path) -> str:

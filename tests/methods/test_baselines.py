@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from e2urec.backbones.ensemble import EnsembleScorer, load_scorer
 from e2urec.backbones.scoring import answer_logits
+from e2urec.checkpoints.folders import read_meta
+from e2urec.checkpoints.scorers import EnsembleScorer, load_scorer
 from e2urec.config import PrepareConfig
 from e2urec.data.movielens import read_movielens
 from e2urec.data.protocol import prepare, write_prepared
 from e2urec.data.samples import read_split
 from e2urec.evaluation.predict import predict
 from e2urec.methods.base import RECORD_FILE
-from e2urec.training.checkpoints import read_meta
 from e2urec.training.losses import answer_ce
 
 
@@ -45,7 +45,7 @@ def test_retrain_trains_on_retain_only(unlearn, prepared_dir):
 
 
 def test_neggrad_raises_the_forget_loss(unlearn, prepared_dir, original_dir):
-    record, out = unlearn("neggrad", {"lr": 1e-3, "weight": 1.0, "epochs": 2})
+    record, out = unlearn("neggrad", {"weight": 1.0, "schedule": {"lr": 1e-3, "epochs": 2}})
     assert forget_ce(out, prepared_dir) > forget_ce(original_dir, prepared_dir)
     assert record["trainable_params"] == record["total_params"]
 
@@ -54,7 +54,7 @@ def test_neggrad_raises_the_forget_loss(unlearn, prepared_dir, original_dir):
 def test_bad_teachers_lower_forget_accuracy(method, unlearn, prepared_dir, original_dir):
     # Bad-Teacher distils only the incompetent teacher's Yes/No split (see its docs).
     extra = {"teacher_scope": "answer"} if method == "bad-teacher" else {}
-    _, out = unlearn(method, {"lr": 1e-3, "epochs": 2, **extra})
+    _, out = unlearn(method, {"schedule": {"lr": 1e-3, "epochs": 2}, **extra})
     before = predict(load_scorer(original_dir), read_split(prepared_dir, "forget"))
     after = predict(load_scorer(out), read_split(prepared_dir, "forget"))
     assert after.p_true.mean() < before.p_true.mean()
@@ -134,7 +134,7 @@ def test_shard_models_can_be_lora_adapters_on_one_backbone(unlearn, one_user_for
 def lora_original(tmp_path_factory, prepared_dir):
     """An Original that is itself a LoRA adapter, as in the SmolLM2 configs."""
     from e2urec.training.finetune import train_split
-    from tests.conftest import quick_train, tiny_backbone
+    from tests.helpers import quick_train, tiny_backbone
 
     out = tmp_path_factory.mktemp("lora-original") / "model"
     train_split(prepared_dir, "train", tiny_backbone(), quick_train(epochs=2, use_lora=True), out)
@@ -142,13 +142,14 @@ def lora_original(tmp_path_factory, prepared_dir):
 
 
 @pytest.mark.parametrize("method,options", [
-    ("e2urec", {"epochs": 1, "augment_epochs": 1, "augment_lora": True, "stop_rule": "none"}),
-    ("neggrad", {"epochs": 1}),
-    ("bad-teacher", {"epochs": 1}),
+    ("e2urec", {"schedule": {"epochs": 1}, "augment_epochs": 1, "augment_lora": True,
+                "stop_rule": "none"}),
+    ("neggrad", {"schedule": {"epochs": 1}}),
+    ("bad-teacher", {"schedule": {"epochs": 1}}),
 ])
 def test_methods_run_on_a_lora_original(method, options, lora_original, prepared_dir, tmp_path):
     from e2urec.methods import run_method
-    from tests.conftest import quick_train, tiny_backbone
+    from tests.helpers import quick_train, tiny_backbone
 
     assert read_meta(lora_original)["kind"] == "adapter"
     out = tmp_path / method

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from e2urec.backbones.ensemble import load_scorer
+from e2urec.checkpoints.scorers import load_scorer
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.methods import run_method
-from tests.conftest import quick_train, tiny_backbone
+from tests.helpers import quick_train, tiny_backbone
 
-OPTIONS = {"epochs": 2, "augment_epochs": 1, "stop_rule": "none", "evals_per_epoch": 0,
-           "lora": {"r": 4, "alpha": 8}}
+OPTIONS = {"schedule": {"epochs": 2}, "augment_epochs": 1, "stop_rule": "none",
+           "evals_per_epoch": 0, "lora": {"r": 4, "alpha": 8}}
 TOLERANCE = 0.05  # AUC and distance: two processes see the same samples, summed differently
 
 
@@ -26,9 +26,9 @@ def test_two_processes_complete_and_match_one(prepared_dir, tmp_path):
     train_split(prepared_dir, "train", tiny_backbone(), quick_train(), original)
     sets = [f"--set=backbone.{k}={v}" for k, v in vars(tiny_backbone()).items()
             if k.startswith("tiny_")]
-    options = ["--option=epochs=2", "--option=augment_epochs=1", "--option=stop_rule=none",
+    options = ["--option=schedule.epochs=2", "--option=augment_epochs=1", "--option=stop_rule=none",
                "--option=evals_per_epoch=0", "--option=lora.r=4", "--option=lora.alpha=8",
-               "--option=batch_size=8"]
+               "--option=schedule.batch_size=8"]
     two = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                "--master_port=29517", "-m", "e2urec.cli", "unlearn", "--method", "e2urec",
@@ -41,7 +41,7 @@ def test_two_processes_complete_and_match_one(prepared_dir, tmp_path):
 
     one = tmp_path / "one"
     run_method("e2urec", prepared_dir, original, tiny_backbone(), quick_train(),
-               {**OPTIONS, "batch_size": 16}, one, cpu=True)
+               {**OPTIONS, "schedule": {"epochs": 2, "batch_size": 16}}, one, cpu=True)
     reference = load_scorer(original)
     results = {name: evaluate(load_scorer(folder), prepared_dir, reference,
                               splits=("test", "forget"))[0] for name, folder in

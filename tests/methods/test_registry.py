@@ -4,7 +4,7 @@ import pytest
 
 from e2urec.config import ConfigError
 from e2urec.methods import REGISTRY, Unlearner, get_method, register, run_method
-from tests.conftest import quick_train, tiny_backbone
+from tests.helpers import quick_train, tiny_backbone
 
 
 def test_every_method_of_the_paper_is_registered():

@@ -4,18 +4,19 @@ import pytest
 import torch
 
 from e2urec.backbones.registry import create_backbone
-from e2urec.config import LoraConfig
-from e2urec.data.samples import read_split
-from e2urec.evaluation.predict import ModelScorer, predict
-from e2urec.fileio import atomic_dir
-from e2urec.training.checkpoints import (
+from e2urec.checkpoints.folders import (
     CheckpointError,
     load_model,
     read_meta,
     save_model,
 )
+from e2urec.checkpoints.scorers import ModelScorer
+from e2urec.config import LoraConfig
+from e2urec.data.samples import read_split
+from e2urec.evaluation.predict import predict
+from e2urec.fileio import atomic_dir
 from e2urec.training.loop import add_lora
-from tests.conftest import tiny_backbone
+from tests.helpers import tiny_backbone
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])

@@ -3,8 +3,8 @@ import torch
 
 from e2urec.backbones.registry import create_backbone
 from e2urec.data.samples import read_split
-from e2urec.training.loop import fit, loader, mean_loss
-from tests.conftest import quick_train, tiny_backbone
+from e2urec.training.loop import fit, loader, mean_answer_loss
+from tests.helpers import quick_train, tiny_backbone
 
 
 def test_without_early_stopping_every_epoch_runs_and_no_validation_is_spent(prepared_dir):
@@ -24,6 +24,6 @@ def test_early_stopping_restores_the_best_epoch(prepared_dir):
     losses = history["valid_loss"]
     assert history["epochs_run"] == len(losses) < 6  # stopped early
     assert history["best_valid_loss"] == min(losses) < losses[-1]
-    restored = mean_loss(backbone.model, loader(backbone, valid, config.eval_batch_size, False,
-                                                config.seed), torch.device("cpu"))
+    valid_data = loader(backbone, valid, config.eval_batch_size, False, config.seed)
+    restored = mean_answer_loss(backbone.model, valid_data, torch.device("cpu"))
     assert restored == pytest.approx(min(losses), abs=1e-5)

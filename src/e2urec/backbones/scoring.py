@@ -10,7 +10,7 @@ slot 0 is the answer position that scores Yes/No.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,13 @@ class Encoder:
             features.append({"index": index, "prompt": prompt, "answer": answer + eos,
                              "label": int(row["label"])})
         return features
+
+    def batches(self, rows: Sequence[dict[str, Any]], batch_size: int,
+                first_slot_only: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+        """``rows`` encoded and collated, ``batch_size`` at a time, in order."""
+        features = self.encode(rows)
+        for start in range(0, len(features), batch_size):
+            yield self.collate(features[start:start + batch_size], first_slot_only)
 
     def collate(self, features: Sequence[dict[str, Any]], first_slot_only: bool = False
                 ) -> dict[str, torch.Tensor]:

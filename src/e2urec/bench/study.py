@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from e2urec.backbones.ensemble import load_scorer
+from e2urec.checkpoints.folders import library_versions
+from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import (
     BackboneConfig,
     ConfigError,
@@ -30,13 +31,12 @@ from e2urec.config import (
     from_dict,
     to_dict,
 )
-from e2urec.data.samples import read_split
+from e2urec.data.samples import read_split, subsample
 from e2urec.evaluation.audit import forget_quality, membership_auc
-from e2urec.evaluation.evaluate import evaluate, subsample
+from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.fileio import atomic_write_text
 from e2urec.methods import get_method, run_method
-from e2urec.training.checkpoints import library_versions
 
 STAGE_FILE = "stage.json"
 

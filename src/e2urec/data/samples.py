@@ -7,11 +7,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from e2urec.data.movielens import DataFormatError
 
 REQUIRED_FIELDS = ("sample_id", "user_id", "item_id", "rating", "timestamp", "label",
                    "prompt", "answer")
 SPLITS = ("train", "valid", "test", "forget", "retain", "holdout")
+
+
+def subsample(rows: list[dict], max_samples: int | None, seed: int = 0) -> list[dict]:
+    """At most ``max_samples`` rows, a seeded random subset in the original order."""
+    if max_samples is None or len(rows) <= max_samples:
+        return rows
+    keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_samples])
+    return [rows[i] for i in keep]
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

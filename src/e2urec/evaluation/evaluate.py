@@ -5,26 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
-from e2urec.data.samples import read_split
+from e2urec.checkpoints.scorers import Scorer
+from e2urec.data.samples import read_split, subsample
 from e2urec.evaluation.metrics import distribution_distances, utility
-from e2urec.evaluation.predict import Predictions, Scorer, predict
+from e2urec.evaluation.predict import Predictions, predict
 
 UTILITY_SPLITS = ("test", "forget", "retain")
 
 
-def subsample(rows: list[dict], max_samples: int | None, seed: int = 0) -> list[dict]:
-    """At most ``max_samples`` rows, a seeded random subset in the original order."""
-    if max_samples is None or len(rows) <= max_samples:
-        return rows
-    keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_samples])
-    return [rows[i] for i in keep]
-
-
 def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictions | None = None,
              batch_size: int = 64, splits: tuple[str, ...] = UTILITY_SPLITS,
-             max_samples: int | None = None
+             max_samples: int | None = None, device: torch.device | None = None
              ) -> tuple[dict[str, Any], dict[str, Predictions]]:
     """Utility on each split; with ``reference``, forget-set distances to it.
 
@@ -40,12 +33,13 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
         if split not in ("test", "forget"):
             rows = subsample(rows, max_samples)
         keep = reference is not None and split == "forget"
-        preds[split] = predict(scorer, rows, batch_size, keep_logits=keep, desc=f"eval {split}")
+        preds[split] = predict(scorer, rows, batch_size, keep_logits=keep, device=device,
+                               desc=f"eval {split}")
         results[split] = utility(preds[split].labels, preds[split].p_yes)
     if reference is not None:
         ref = reference if isinstance(reference, Predictions) else predict(
             reference, read_split(data_dir, "forget"), batch_size, keep_logits=True,
-            desc="eval reference")
+            device=device, desc="eval reference")
         results["forget_vs_reference"] = distribution_distances(preds["forget"].logits,
                                                                 ref.logits)
         preds["reference_forget"] = ref

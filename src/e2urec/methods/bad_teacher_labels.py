@@ -5,19 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from e2urec.backbones.registry import Backbone
+from e2urec.config import option
 from e2urec.data.prompts import NO_ANSWER, YES_ANSWER
-from e2urec.methods.base import Unlearner, register
-from e2urec.methods.full_finetune import label_loss, unlearn_full_copy
+from e2urec.methods.base import FullCopyUnlearner, register
+from e2urec.training.losses import label_loss
+from e2urec.training.unlearn_loop import LossFn, Schedule
 
 
 @dataclass
 class BadTeacherLabelsOptions:
-    weight: float = 1.0
-    lr: float = 5e-5
-    batch_size: int = 16
-    epochs: int = 1
-    forget_only_epochs: int = 0
-    seed: int = 42
+    weight: float = option(1.0, help="weight of the flipped-label loss on forget")
+    schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
+                                factory=lambda: Schedule(lr=5e-5, epochs=1,
+                                                         forget_only_epochs=0))
 
 
 def flipped(rows: list[dict]) -> list[dict]:
@@ -27,10 +28,12 @@ def flipped(rows: list[dict]) -> list[dict]:
 
 
 @register
-class BadTeacherLabels(Unlearner):
+class BadTeacherLabels(FullCopyUnlearner):
     name = "bad-teacher-labels"
     Options = BadTeacherLabelsOptions
 
-    def unlearn(self) -> dict[str, Any]:
-        return unlearn_full_copy(self, label_loss(self.options.weight), self.options,
-                                 forget_rows=flipped(self.ctx.rows("forget")))
+    def forget_rows(self) -> list[dict[str, Any]]:
+        return flipped(self.ctx.rows("forget"))
+
+    def loss(self, student: Backbone) -> LossFn:
+        return label_loss(self.options.weight)

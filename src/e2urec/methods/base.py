@@ -1,32 +1,57 @@
-"""The unlearning-method interface, its registry and the run record every method writes.
+"""The unlearning-method interface, its registry, and the run every method shares.
 
-A method is one class in one module of this package: it declares its options
-as a dataclass, and ``unlearn`` does the work inside ``self.timed()`` (the
-unlearning step alone, loading excluded) and saves a model folder to
-``ctx.out_dir``. Registering takes the ``@register`` decorator, nothing more.
+A method is one class in one module of this package: its ``Options``
+dataclass and ``unlearn(original)``, which returns the unlearned model. The
+base does the rest, once for every method: checks before any work, loading
+the Original, the timer, saving on the main process, parameter counts, peak
+memory and the run record. One timing boundary for all: ``unlearn_seconds``
+runs from "the Original is loaded" to "the result is saved".
+
+Two bases cover families of methods: :class:`FullCopyUnlearner` (train every
+weight of a copy of the Original with a stated loss and data) and
+:class:`ShardEnsembleUnlearner` (retrain the shards that hold the forgotten
+users).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import resource
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
 
+from e2urec.backbones.registry import Backbone
+from e2urec.checkpoints.folders import (
+    META_FILE,
+    check_model_folder,
+    library_versions,
+    load_model,
+    read_meta,
+    save_ensemble,
+    save_model,
+)
+from e2urec.checkpoints.scorers import AttentionAggregator
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig, from_dict, to_dict
 from e2urec.data.samples import read_manifest, read_split
-from e2urec.fileio import atomic_write_text
-from e2urec.training.checkpoints import library_versions
+from e2urec.fileio import check_output, write_json
+from e2urec.training.loop import loader, make_accelerator
+from e2urec.training.shards import (
+    ShardTrainer,
+    affected_shards,
+    ensemble_params,
+    initial_ensemble,
+    retrain_affected,
+)
+from e2urec.training.unlearn_loop import LossFn, run_unlearning
 
 RECORD_FILE = "unlearn_record.json"
 
@@ -46,6 +71,16 @@ class UnlearnContext:
         return read_split(self.data_dir, split)
 
 
+@dataclass
+class Unlearned:
+    """What ``unlearn`` returns: the model and what the record should say about it."""
+
+    model: Backbone | None = None  # None for methods that save themselves (ensembles)
+    base_dir: Path | None = None  # the folder an adapter sits on
+    record: dict[str, Any] = field(default_factory=dict)  # goes into unlearn_record.json
+    meta: dict[str, Any] = field(default_factory=dict)  # goes into the model's metadata
+
+
 class Unlearner(ABC):
     """One unlearning method. Subclasses set ``name`` and ``Options`` and implement ``unlearn``."""
 
@@ -56,27 +91,104 @@ class Unlearner(ABC):
     def __init__(self, options: Any, ctx: UnlearnContext):
         self.options = options
         self.ctx = ctx
-        self.seconds = 0.0
 
-    @contextlib.contextmanager
-    def timed(self) -> Iterator[None]:
-        """Count the enclosed block as unlearning time (may be entered several times)."""
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.seconds += time.perf_counter() - start
+    def setup(self) -> None:
+        """Work that precedes any deletion request (untimed), e.g. an initial ensemble."""
+        return None
+
+    def load_original(self) -> Backbone | None:
+        """The Original, merged into one plain model, ready to train."""
+        if not self.needs_original:
+            return None
+        return load_model(self.ctx.original_dir, merged=True)
 
     @abstractmethod
-    def unlearn(self) -> dict[str, Any]:
-        """Unlearn, save the model to ``ctx.out_dir``; return record entries.
+    def unlearn(self, original: Backbone | None) -> Unlearned:
+        """Make ``original`` forget ``ctx.rows("forget")``; return the result unsaved."""
 
-        The returned dict must hold ``trainable_params`` and ``total_params``.
-        """
+    def save(self, result: Unlearned) -> None:
+        """Write the result to ``ctx.out_dir`` (called on the main process only)."""
+        save_model(result.model, self.ctx.out_dir, {"method": self.name, **result.meta},
+                   base_dir=result.base_dir)
+
+    def parameter_counts(self, result: Unlearned) -> tuple[int, int]:
+        return result.model.parameter_counts()
+
+
+class FullCopyUnlearner(Unlearner):
+    """Trains every weight of a copy of the Original; a subclass states its loss and data."""
+
+    def forget_rows(self) -> list[dict[str, Any]]:
+        return self.ctx.rows("forget")
+
+    @abstractmethod
+    def loss(self, student: Backbone) -> LossFn:
+        """The loss over a forget batch and a retain batch (None in forget-only epochs)."""
+
+    def unlearn(self, original: Backbone | None) -> Unlearned:
+        student, schedule = original, self.options.schedule
+        for param in student.model.parameters():
+            param.requires_grad_(True)
+        retain = self.ctx.rows("retain")
+        history = run_unlearning(
+            student, loader(student, self.forget_rows(), schedule.batch_size, True, schedule.seed),
+            loader(student, retain, schedule.batch_size, True, schedule.seed),
+            self.loss(student), schedule, self.ctx.accelerator, desc=self.name)
+        return Unlearned(student, record={"history": history})
+
+
+class ShardEnsembleUnlearner(Unlearner):
+    """SISA-style unlearning; subclasses pick the shard ``scheme`` and may learn an aggregator."""
+
+    scheme: ClassVar[str]
+    needs_original = False
+
+    def aggregate(self, members: list[Path], rows: list[dict]) -> AttentionAggregator | None:
+        """The aggregator over ``members`` fitted on ``rows``; None averages logits."""
+        return None
+
+    def initial_dir(self) -> Path:
+        """Where the initial ensemble lives: the ``initial`` option, else inside the output."""
+        return Path(self.options.initial) if self.options.initial else self.ctx.out_dir / "initial"
+
+    def trainer(self, root: Path) -> ShardTrainer:
+        ctx = self.ctx
+        return ShardTrainer(ctx.data_dir, ctx.backbone, ctx.train, ctx.accelerator, root)
+
+    def setup(self) -> None:
+        folder = self.initial_dir()
+        if (folder / META_FILE).is_file():
+            return
+        if self.options.initial:
+            raise FileNotFoundError(f"initial ensemble folder {folder} holds no ensemble")
+        members = initial_ensemble(self.trainer(folder), self.scheme, folder)
+        aggregator = self.aggregate(members, self.ctx.rows("train"))
+        if self.ctx.accelerator.is_main_process:
+            save_ensemble(folder, members, aggregator,
+                          meta={"method": self.name, "role": "initial"})
+        self.ctx.accelerator.wait_for_everyone()
+
+    def unlearn(self, original: Backbone | None) -> Unlearned:
+        folder = self.initial_dir()
+        initial = [folder / m for m in read_meta(folder)["members"]]
+        members, retrained, trained = retrain_affected(self.trainer(folder), self.scheme,
+                                                       initial, self.ctx.out_dir)
+        aggregator = self.aggregate(members, self.ctx.rows("retain"))
+        extra = sum(p.numel() for p in aggregator.parameters()) if aggregator else 0
+        return Unlearned(record={
+            "members": members, "aggregator": aggregator, "retrained_shards": retrained,
+            "trainable_params": trained + extra,
+            "total_params": ensemble_params(members, aggregator), "shards": len(members),
+            "shard_models": "lora" if self.ctx.train.use_lora else "full",
+            "initial": str(folder)})
+
+    def save(self, result: Unlearned) -> None:
+        record = result.record
+        save_ensemble(self.ctx.out_dir, record["members"], record["aggregator"],
+                      meta={"method": self.name, "retrained_shards": record["retrained_shards"]})
+
+    def parameter_counts(self, result: Unlearned) -> tuple[int, int]:
+        return result.record["trainable_params"], result.record["total_params"]
 
 
 REGISTRY: dict[str, type[Unlearner]] = {}
@@ -101,44 +213,105 @@ def get_method(name: str) -> type[Unlearner]:
     return REGISTRY[name]
 
 
-def peak_memory() -> dict[str, Any]:
-    """Peak memory: CUDA allocations where a GPU ran, else the process's peak RSS."""
+class PeakMemory:
+    """Peak memory of one stretch of work: CUDA allocations, or resident memory on Linux.
+
+    On Linux the kernel's resident high-water mark is reset at the start
+    (``/proc/self/clear_refs``), so a method's peak is its own, not the
+    process's peak so far. Elsewhere the process's peak RSS is reported, and
+    its kind says so.
+    """
+
+    CLEAR = Path("/proc/self/clear_refs")
+    STATUS = Path("/proc/self/status")
+
+    def start(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        with contextlib.suppress(OSError):
+            self.CLEAR.write_text("5")
+
+    def read(self) -> dict[str, Any]:
+        if torch.cuda.is_available():
+            return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20,
+                    "peak_memory_kind": "cuda_max_allocated"}
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            line = next(x for x in self.STATUS.read_text().splitlines()
+                        if x.startswith("VmHWM:"))
+            return {"peak_memory_mb": int(line.split()[1]) / 1024,
+                    "peak_memory_kind": "rss_high_water_mark"}
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024
+        return {"peak_memory_mb": rss_mb, "peak_memory_kind": "process_peak_rss"}
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[dict[str, float]]:
+    """Wall seconds of the block (after the device's queued work is done)."""
+    result = {"seconds": 0.0}
     if torch.cuda.is_available():
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20,
-                "peak_memory_kind": "cuda_max_allocated"}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024
-    return {"peak_memory_mb": rss_mb, "peak_memory_kind": "process_peak_rss"}
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        result["seconds"] = time.perf_counter() - start
 
 
-def run_method(name: str, data_dir: str | Path, original: str | Path | None,
-               backbone: BackboneConfig, train: TrainConfig, options: dict[str, Any] | None,
-               out_dir: str | Path, cpu: bool = False,
-               accelerator: Accelerator | None = None) -> dict[str, Any]:
-    """Run one method end to end and write its record beside its model."""
+def check_method_inputs(name: str, data_dir: str | Path, original: str | Path | None,
+                        options: dict[str, Any] | None, out_dir: str | Path,
+                        overwrite: bool = False) -> tuple[type[Unlearner], Any]:
+    """Every check that can fail before work: method, options, data, Original, output."""
     method_cls = get_method(name)
     parsed = from_dict(method_cls.Options, options, f"method {name}")
     read_manifest(data_dir)
     if method_cls.needs_original and original is None:
         raise ConfigError(f"method {name!r} needs the Original model (--original)")
-    if original is not None and not Path(original).exists():
-        raise FileNotFoundError(f"Original model folder {original} does not exist")
+    if original is not None:
+        check_model_folder(original)
+    check_output(out_dir, META_FILE, overwrite)
+    return method_cls, parsed
+
+
+def run_method(name: str, data_dir: str | Path, original: str | Path | None,
+               backbone: BackboneConfig, train: TrainConfig, options: dict[str, Any] | None,
+               out_dir: str | Path, cpu: bool = False, accelerator: Accelerator | None = None,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Run one method end to end and write its record beside its model."""
+    method_cls, parsed = check_method_inputs(name, data_dir, original, options, out_dir,
+                                             overwrite)
     ctx = UnlearnContext(Path(data_dir), Path(original) if original else None, backbone, train,
-                         Path(out_dir), accelerator or Accelerator(cpu=cpu))
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+                         Path(out_dir), accelerator or make_accelerator(cpu=cpu))
     method = method_cls(parsed, ctx)
-    extra = method.unlearn()
+    method.setup()
+    loaded = method.load_original()
+    memory = PeakMemory()
+    memory.start()
+    with stopwatch() as clock:
+        result = method.unlearn(loaded)
+        if ctx.accelerator.is_main_process:
+            method.save(result)
+        ctx.accelerator.wait_for_everyone()
+    trainable, total = method.parameter_counts(result)
+    extra = {k: v for k, v in result.record.items() if k not in ("members", "aggregator")}
     record = {
-        "method": name, "unlearn_seconds": method.seconds,
-        "trainable_share": extra["trainable_params"] / max(extra["total_params"], 1),
-        **extra, **peak_memory(),
+        "method": name, "unlearn_seconds": clock["seconds"],
+        "timing": "from the Original loaded to the result saved",
+        **extra, "trainable_params": trainable, "total_params": total,
+        "trainable_share": trainable / max(total, 1), **memory.read(),
         "options": to_dict(parsed), "train": to_dict(train), "backbone": to_dict(backbone),
-        "data": str(data_dir), "original": str(original) if original else None,
+        "data": str(Path(data_dir).resolve()),
+        "original": str(Path(original).resolve()) if original else None,
         "device": str(ctx.accelerator.device), "num_processes": ctx.accelerator.num_processes,
-        "versions": library_versions(),
+        "torch_threads": torch.get_num_threads(), "versions": library_versions(),
     }
     if ctx.accelerator.is_main_process:
-        atomic_write_text(Path(out_dir) / RECORD_FILE,
-                          json.dumps(record, indent=2, default=str) + "\n")
+        write_json(Path(out_dir) / RECORD_FILE, record)
     return record
+
+
+__all__ = ["FullCopyUnlearner", "REGISTRY", "RECORD_FILE", "ShardEnsembleUnlearner",
+           "UnlearnContext", "Unlearned", "Unlearner", "affected_shards", "get_method",
+           "register", "run_method"]

@@ -11,17 +11,18 @@ cross-entropy over the whole vocabulary at the answer positions.
 
 from __future__ import annotations
 
+import copy
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
-from e2urec.config import LoraConfig, TrainConfig
-from e2urec.methods.base import Unlearner, register
-from e2urec.training.checkpoints import load_model, save_model
+from e2urec.checkpoints.folders import load_model
+from e2urec.config import LoraConfig, TrainConfig, option
+from e2urec.methods.base import Unlearned, Unlearner, register
 from e2urec.training.loop import add_lora, fit, loader
 from e2urec.training.losses import (
     answer_ce,
@@ -31,38 +32,46 @@ from e2urec.training.losses import (
 )
 from e2urec.training.teachers import TeacherCache
 from e2urec.training.unlearn_loop import (
-    LoopOptions,
+    Probe,
+    Schedule,
     StopRule,
     make_probe,
+    measure_before_unlearning,
     nothing_to_unlearn,
     run_unlearning,
-    starting_point,
     stopped_before_start,
 )
 
 
 @dataclass
 class E2URecOptions:
-    alpha: float = 2.0
-    beta: float = 0.4
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    lr: float = 1e-3
-    batch_size: int = 16
-    epochs: int = 3
-    forget_only_epochs: int = 1
-    teacher_space: Literal["logits", "logprobs"] = "logits"
-    teacher_scope: Literal["vocab", "answer"] = "vocab"
-    augmented: str | None = None
-    augment_epochs: int = 3
-    augment_lr: float = 1e-3
-    augment_lora: bool = False
-    stop_rule: Literal["membership", "none"] = "membership"
-    gap_tolerance: float = 0.0
-    auc_tolerance: float = 0.01
-    probe_size: int = 512
-    evals_per_epoch: int = 2
-    teacher_cache_mb: float = 2048
-    seed: int = 42
+    alpha: float = option(2.0, help="strength of the forgetting teacher "
+                          "z_orig - alpha * relu(z_aug - z_orig)")
+    beta: float = option(0.4, help="weight of the forget loss against remember + CE on retain")
+    lora: LoraConfig = option(help="the student's adapters (paper: r 16, alpha 32, q and v)",
+                              factory=LoraConfig)
+    schedule: Schedule = option(help="lr, batch size, epochs, forget-only epochs, clipping, "
+                                "seed", factory=Schedule)
+    teacher_space: Literal["logits", "logprobs"] = option(
+        "logits", help="apply the teacher formula to logits (paper) or log-probabilities")
+    teacher_scope: Literal["vocab", "answer"] = option(
+        "vocab", help="vocab: the teacher's whole distribution (paper); answer: only its "
+        "Yes/No split, the rest from the Original")
+    augmented: str | None = option(None, help="a model folder to use as the augmented model "
+                                   "(else trained here on the forget set)")
+    augment_epochs: int = option(3, help="epochs of the augmented model on the forget set")
+    augment_lr: float = option(1e-3, help="learning rate of the augmented model")
+    augment_lora: bool = option(False, help="train the augmented model as LoRA adapters")
+    stop_rule: Literal["membership", "none"] = option(
+        "membership", help="membership: stop when forget loss reaches held-out loss; none: "
+        "the paper's fixed schedule, no probe at all")
+    gap_tolerance: float = option(0.0, help="stop when forget loss is within this of held-out")
+    auc_tolerance: float = option(0.01, help="restore and stop if valid AUC falls more than "
+                                  "this below its start")
+    probe_size: int = option(512, help="samples of each probe set the stop rule scores")
+    evals_per_epoch: int = option(2, help="stop-rule checks per epoch")
+    teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
+                                     "size, then spilled to a float16 file")
 
 
 def base_logits(student: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -134,37 +143,29 @@ class E2URec(Unlearner):
     name = "e2urec"
     Options = E2URecOptions
 
-    def unlearn(self) -> dict[str, Any]:
+    def unlearn(self, original: Backbone | None) -> Unlearned:
         opts, ctx = self.options, self.ctx
         forget, retain = ctx.rows("forget"), ctx.rows("retain")
-        device = ctx.accelerator.device
-        stop = StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance, opts.probe_size)
-        with self.timed():
-            student = load_model(ctx.original_dir, merged=True)  # adapters come later
-            probe = make_probe(student, forget, held_out_of_the_same_kind(ctx, forget),
-                               ctx.rows("valid"), opts.probe_size, opts.seed)
-            start = starting_point(student, probe, device)
+        stop = StopRule(opts.stop_rule, opts.gap_tolerance, opts.auc_tolerance)
+        probe, start = None, None
+        if opts.stop_rule != "none":
+            probe = make_probe(original, forget, held_out_of_the_same_kind(ctx, forget),
+                               ctx.rows("valid"), opts.probe_size, opts.schedule.seed)
+            start = measure_before_unlearning(original, probe, ctx.accelerator.device)
             if reason := nothing_to_unlearn(start, stop):
                 # The augmented model and the teachers would go unused: skip them.
-                student = add_lora(student, opts.lora)
-                history = stopped_before_start(start, reason)
-                augment_record: dict[str, Any] = {"source": "not needed"}
-                teacher_forwards = {"forget": 0, "retain": 0}
-            else:
-                student, history, augment_record, teacher_forwards = self._distil(
-                    student, forget, retain, stop, probe, start)
-        if ctx.accelerator.is_main_process:
-            save_model(student, ctx.out_dir, {"method": self.name}, base_dir=ctx.original_dir)
-        trainable, total = student.parameter_counts()
-        return {"trainable_params": trainable, "total_params": total, "history": history,
-                "augment": augment_record, "teacher_forwards": teacher_forwards}
+                return Unlearned(add_lora(original, opts.lora), ctx.original_dir, {
+                    "history": stopped_before_start(start, reason),
+                    "augment": {"source": "not needed"},
+                    "teacher_forwards": {"forget": 0, "retain": 0}})
+        return self._distil(original, forget, retain, stop, probe, start)
 
     def _distil(self, original: Backbone, forget: list[dict], retain: list[dict],
-                stop: StopRule, probe, start: dict[str, Any]):
+                stop: StopRule, probe: Probe | None, start: dict[str, Any] | None) -> Unlearned:
         """Augmented model, cached teachers, then the unlearning loop on LoRA adapters."""
         opts, ctx = self.options, self.ctx
-        device = ctx.accelerator.device
-        augmented, augment_record = self._augmented(forget)
+        device, schedule = ctx.accelerator.device, opts.schedule
+        augmented, augment_record = self._augmented(original, forget)
         student = add_lora(original, opts.lora)
         student.model.to(device)
         forget_teacher = self._forget_teacher(student, augmented, forget, device)
@@ -173,29 +174,27 @@ class E2URec(Unlearner):
         retain_teacher = self._cache(student, retain, device,
                                      lambda b: base_logits(student.model, b))
         history = run_unlearning(
-            student, loader(student, forget, opts.batch_size, True, opts.seed),
-            loader(student, retain, opts.batch_size, True, opts.seed),
-            distillation_loss(forget_teacher, retain_teacher, opts.beta),
-            LoopOptions(epochs=opts.epochs, forget_only_epochs=opts.forget_only_epochs,
-                        lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
-                        evals_per_epoch=opts.evals_per_epoch),
-            ctx.accelerator, stop, probe, desc="e2urec", start=start)
+            student, loader(student, forget, schedule.batch_size, True, schedule.seed),
+            loader(student, retain, schedule.batch_size, True, schedule.seed),
+            distillation_loss(forget_teacher, retain_teacher, opts.beta), schedule,
+            ctx.accelerator, stop, probe, opts.evals_per_epoch, desc="e2urec", start=start)
         teacher_forwards = {"forget": forget_teacher.computed, "retain": retain_teacher.computed}
-        return student, history, augment_record, teacher_forwards
+        return Unlearned(student, ctx.original_dir, {
+            "history": history, "augment": augment_record, "teacher_forwards": teacher_forwards})
 
-    def _augmented(self, forget: list[dict]) -> tuple[Backbone, dict[str, Any]]:
-        """The Original over-fitted to the forget set (given, or trained here)."""
+    def _augmented(self, original: Backbone, forget: list[dict]) -> tuple[Backbone, dict]:
+        """The Original over-fitted to the forget set (given, or trained here on a copy)."""
         opts, ctx = self.options, self.ctx
         if opts.augmented:
             return load_model(opts.augmented, merged=True), {"source": opts.augmented}
-        model = load_model(ctx.original_dir, merged=True)
+        model = Backbone(copy.deepcopy(original.model), original.tokenizer, original.family,
+                         original.max_prompt_tokens)
         train = TrainConfig(epochs=opts.augment_epochs, lr=opts.augment_lr,
-                            batch_size=opts.batch_size, early_stopping=False,
-                            use_lora=opts.augment_lora, lora=opts.lora, seed=opts.seed)
+                            batch_size=opts.schedule.batch_size, early_stopping=False,
+                            use_lora=opts.augment_lora, lora=opts.lora, seed=opts.schedule.seed)
         if opts.augment_lora:
             model = add_lora(model, opts.lora)
-        history = fit(model, forget, ctx.rows("valid")[:256], train, ctx.accelerator,
-                      desc="augment")
+        history = fit(model, forget, [], train, ctx.accelerator, desc="augment")
         return model, {"source": "trained", "lora": opts.augment_lora,
                        "seconds": history["seconds"], "train_loss": history["train_loss"]}
 
@@ -207,13 +206,10 @@ class E2URec(Unlearner):
                                     opts.teacher_space, opts.teacher_scope,
                                     student.encoder().tokens)
         cache = self._cache(student, forget, device, teacher)
-        # The augmented model is needed only here: fill the cache now, then drop it.
-        for start in range(0, len(forget), 64):
-            cache.logits(torch.arange(start, min(start + 64, len(forget))))
+        cache.fill()  # the augmented model is needed only here
         return cache
 
     def _cache(self, student: Backbone, rows: list[dict], device, teacher) -> TeacherCache:
         encoder = student.encoder()
         return TeacherCache(encoder, encoder.encode(rows), teacher, device,
                             self.options.teacher_cache_mb, self.ctx.out_dir.parent)
-

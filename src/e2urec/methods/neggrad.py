@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from e2urec.methods.base import Unlearner, register
-from e2urec.methods.full_finetune import label_loss, unlearn_full_copy
+from e2urec.backbones.registry import Backbone
+from e2urec.config import option
+from e2urec.methods.base import FullCopyUnlearner, register
+from e2urec.training.losses import label_loss
+from e2urec.training.unlearn_loop import LossFn, Schedule
 
 
 @dataclass
 class NegGradOptions:
-    weight: float = 0.2
-    lr: float = 5e-5
-    batch_size: int = 16
-    epochs: int = 1
-    forget_only_epochs: int = 0
-    seed: int = 42
+    weight: float = option(0.2, help="weight w of the ascent on the forget loss")
+    schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
+                                factory=lambda: Schedule(lr=5e-5, epochs=1,
+                                                         forget_only_epochs=0))
 
 
 @register
-class NegGrad(Unlearner):
+class NegGrad(FullCopyUnlearner):
     name = "neggrad"
     Options = NegGradOptions
 
-    def unlearn(self) -> dict[str, Any]:
-        return unlearn_full_copy(self, label_loss(-self.options.weight), self.options)
+    def loss(self, student: Backbone) -> LossFn:
+        return label_loss(-self.options.weight)

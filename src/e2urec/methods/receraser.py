@@ -9,27 +9,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from e2urec.backbones.ensemble import AttentionAggregator, EnsembleScorer
-from e2urec.backbones.scoring import yes_no_logits
-from e2urec.evaluation.evaluate import subsample
-from e2urec.evaluation.predict import batches
-from e2urec.methods.base import register
-from e2urec.methods.shards import ShardEnsembleMethod
-from e2urec.training.checkpoints import load_model
+from e2urec.checkpoints.folders import load_model
+from e2urec.checkpoints.scorers import AttentionAggregator, EnsembleScorer
+from e2urec.config import option
+from e2urec.data.samples import subsample
+from e2urec.methods.base import ShardEnsembleUnlearner, register
 
 
 @dataclass
 class RecEraserOptions:
-    initial: str | None = None
-    aggregator_epochs: int = 30
-    aggregator_lr: float = 1e-2
-    aggregator_hidden: int = 16
-    aggregator_max_samples: int | None = 2000
-    seed: int = 42
+    initial: str | None = option(None, help="an initial ensemble folder; trained (untimed) "
+                                 "inside the output when absent")
+    aggregator_epochs: int = option(30, help="passes of the aggregator over its samples")
+    aggregator_lr: float = option(1e-2, help="Adam learning rate of the aggregator")
+    aggregator_hidden: int = option(16, help="hidden size of the attention aggregator")
+    aggregator_max_samples: int | None = option(2000, help="fit the aggregator on at most "
+                                                "this many samples")
+    seed: int = option(42, help="seed of the aggregator's samples and initialisation")
 
 
 @register
-class RecEraser(ShardEnsembleMethod):
+class RecEraser(ShardEnsembleUnlearner):
     name = "receraser"
     Options = RecEraserOptions
     scheme = "user_balanced"
@@ -42,11 +42,9 @@ class RecEraser(ShardEnsembleMethod):
         scorer = EnsembleScorer([load_model(m) for m in members]).to(device).eval()
         features, labels = [], []
         with torch.no_grad():
-            for batch in batches(scorer.encoder(), rows, 64):
+            for batch in scorer.encoder().batches(rows, 64):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                member = scorer.member_logits(batch)
-                features.append(torch.stack([yes_no_logits(member[:, k], scorer.tokens)
-                                             for k in range(member.shape[1])], 1).cpu())
+                features.append(scorer.member_yes_no(scorer.member_logits(batch)).cpu())
                 labels.append(batch["labels"].cpu())
         yes_no, target = torch.cat(features), torch.cat(labels)
         torch.manual_seed(opts.seed)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from e2urec.methods.base import Unlearner, register
-from e2urec.training.finetune import train_split
+from e2urec.backbones.registry import Backbone
+from e2urec.methods.base import Unlearned, Unlearner, register
+from e2urec.training.finetune import finetune, initial_backbone, lora_base_dir, save_base
 
 
 @dataclass
@@ -20,10 +20,13 @@ class Retrain(Unlearner):
     Options = RetrainOptions
     needs_original = False
 
-    def unlearn(self) -> dict[str, Any]:
+    def unlearn(self, original: Backbone | None) -> Unlearned:
         ctx = self.ctx
-        with self.timed():
-            record = train_split(ctx.data_dir, "retain", ctx.backbone, ctx.train, ctx.out_dir,
-                                 ctx.accelerator)
-        return {"trainable_params": record["trainable_params"],
-                "total_params": record["total_params"], "history": record["history"]}
+        start = initial_backbone(ctx.backbone, ctx.data_dir, ctx.train.seed)
+        base_dir = None
+        if ctx.train.use_lora:
+            base_dir = save_base(start, lora_base_dir(ctx.out_dir), ctx.accelerator, "backbone")
+        model, record = finetune(ctx.data_dir, ctx.rows("retain"), ctx.backbone, ctx.train,
+                                 ctx.accelerator, start, desc="retrain")
+        return Unlearned(model, base_dir, {"history": record["history"]},
+                         meta={"train_record": {**record, "split": "retain"}})

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from e2urec.methods.base import register
-from e2urec.methods.shards import ShardEnsembleMethod
+from e2urec.config import option
+from e2urec.methods.base import ShardEnsembleUnlearner, register
 
 
 @dataclass
 class SisaOptions:
-    initial: str | None = None  # an initial ensemble folder; trained (untimed) when absent
+    initial: str | None = option(None, help="an initial ensemble folder; trained (untimed) "
+                                 "inside the output when absent")
 
 
 @register
-class Sisa(ShardEnsembleMethod):
+class Sisa(ShardEnsembleUnlearner):
     name = "sisa"
     Options = SisaOptions
     scheme = "sisa"

@@ -61,7 +61,7 @@ def loader(backbone: Backbone, rows: Sequence[dict[str, Any]], batch_size: int,
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, data: DataLoader, device: torch.device) -> float:
+def mean_answer_loss(model: torch.nn.Module, data: DataLoader, device: torch.device) -> float:
     model.eval()
     total, count = 0.0, 0
     for batch in data:
@@ -121,7 +121,7 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
         history["epochs_run"] = epoch + 1
         if not config.early_stopping:
             continue  # valid loss only drives early stopping; evaluation measures the rest
-        valid = mean_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
+        valid = mean_answer_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
         history["valid_loss"].append(valid)
         if valid < best - 1e-6:
             best, stale = valid, 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from e2urec.backbones.scoring import answer_logits
+
 
 def token_ce(logits: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of every answer token ``[B, A]``, the vocabulary on the last axis.
@@ -72,3 +74,23 @@ def answer_scoped_teacher(z_orig: torch.Tensor, z_teacher: torch.Tensor, yes_id:
     split = z_teacher[:, 0, pair].float().log_softmax(-1)
     log_p[:, 0, pair] = mass + split
     return log_p
+
+
+def label_loss(forget_weight: float):
+    """CE(retain) + forget_weight * CE(forget batch).
+
+    NegGrad ascends on forget (a negative weight); the label-flipping Bad-Teacher
+    descends on flipped forget samples (a positive one).
+    """
+
+    def loss(model, forget_batch, retain_batch):
+        l_forget = answer_ce(answer_logits(model, forget_batch), forget_batch["answer_ids"],
+                             forget_batch["answer_mask"])
+        if retain_batch is None:
+            return forget_weight * l_forget, {"forget_ce": l_forget.detach()}
+        l_retain = answer_ce(answer_logits(model, retain_batch), retain_batch["answer_ids"],
+                             retain_batch["answer_mask"])
+        return l_retain + forget_weight * l_forget, {"forget_ce": l_forget.detach(),
+                                                     "retain_ce": l_retain.detach()}
+
+    return loss

@@ -16,9 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from e2urec.backbones.scoring import Encoder
+from e2urec.backbones.scoring import Encoder, answer_logits
 
 TeacherFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def frozen(model: torch.nn.Module) -> TeacherFn:
+    """A model as a teacher: answer-position logits without gradients."""
+
+    def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return answer_logits(model, batch)
+
+    return run
 
 
 class TeacherCache:
@@ -49,6 +59,11 @@ class TeacherCache:
         self._file = tempfile.NamedTemporaryFile(dir=self.spill_dir, suffix=".teacher")  # noqa: SIM115
         self.store = np.memmap(self._file.name, dtype=np.float16, mode="w+", shape=shape)
         self.on_disk = True
+
+    def fill(self, batch_size: int = 64) -> None:
+        """Compute every sample's logits now (so the teacher can be dropped)."""
+        for start in range(0, len(self.features), batch_size):
+            self.logits(torch.arange(start, min(start + batch_size, len(self.features))))
 
     @torch.no_grad()
     def logits(self, indices: torch.Tensor) -> torch.Tensor:

@@ -9,18 +9,19 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import AnswerTokens, answer_logits, p_yes
-from e2urec.evaluation.metrics import utility
+from e2urec.config import ConfigError, option
 from e2urec.training.loop import trainable_state
 from e2urec.training.losses import per_sample_ce
 
@@ -29,14 +30,23 @@ LossFn = Callable[[torch.nn.Module, Batch | None, Batch | None], tuple[torch.Ten
 
 
 @dataclass
-class LoopOptions:
-    epochs: int = 3
-    forget_only_epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 16
-    max_grad_norm: float | None = 1.0
-    evals_per_epoch: int = 2
-    seed: int = 42
+class Schedule:
+    """How an unlearning method trains: shared by every method that takes steps."""
+
+    lr: float = option(1e-3, help="AdamW learning rate of the unlearning steps")
+    batch_size: int = option(16, help="forget samples a step (and as many retain samples)")
+    epochs: int = option(3, help="passes over the forget set")
+    forget_only_epochs: int = option(1, help="first epochs on forget batches alone; later "
+                                     "ones pair each forget batch with a retain batch")
+    max_grad_norm: float | None = option(1.0, help="clip the gradient norm (None: no "
+                                         "clipping, as the reference code)")
+    seed: int = option(42, help="seed of shuffling, adapters and teachers")
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("schedule: epochs and batch_size must be at least 1, lr positive")
+        if not 0 <= self.forget_only_epochs <= self.epochs:
+            raise ConfigError("schedule: forget_only_epochs must lie in 0..epochs")
 
 
 @dataclass
@@ -56,7 +66,6 @@ class StopRule:
     kind: str = "membership"
     gap_tolerance: float = 0.0
     auc_tolerance: float = 0.01
-    probe_size: int = 256
 
 
 @dataclass
@@ -67,7 +76,6 @@ class Probe:
     holdout: list[Batch]
     valid: list[Batch]
     valid_labels: np.ndarray
-    trajectory: list[dict[str, Any]] = field(default_factory=list)
 
 
 def make_probe(backbone: Backbone, forget: Sequence[dict], holdout: Sequence[dict],
@@ -100,7 +108,7 @@ def measure(model: torch.nn.Module, probe: Probe, device: torch.device,
             batch = {k: v.to(device) for k, v in batch.items()}
             yield batch, answer_logits(model, batch)
 
-    def mean_loss(batches):
+    def yes_no_loss(batches):
         # The Yes/No token carries the membership signal; the rest of the answer is trivial.
         values = [per_sample_ce(logits[:, :1], b["answer_ids"][:, :1],
                                 b["answer_mask"][:, :1]).cpu()
@@ -108,8 +116,10 @@ def measure(model: torch.nn.Module, probe: Probe, device: torch.device,
         return float(torch.cat(values).mean()) if values else math.nan
 
     scores = torch.cat([p_yes(logits, tokens).cpu() for _, logits in outputs(probe.valid)])
-    result = {"forget_loss": mean_loss(probe.forget), "holdout_loss": mean_loss(probe.holdout),
-              "valid_auc": utility(probe.valid_labels, scores.numpy())["auc"]}
+    two_classes = len(set(probe.valid_labels.tolist())) == 2
+    auc = float(roc_auc_score(probe.valid_labels, scores.numpy())) if two_classes else math.nan
+    result = {"forget_loss": yes_no_loss(probe.forget),
+              "holdout_loss": yes_no_loss(probe.holdout), "valid_auc": auc}
     model.train()
     return result
 
@@ -120,21 +130,21 @@ def cycle(data: DataLoader) -> Iterator[Batch]:
 
 
 def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: DataLoader | None,
-                   loss_fn: LossFn, options: LoopOptions, accelerator: Accelerator,
+                   loss_fn: LossFn, schedule: Schedule, accelerator: Accelerator,
                    stop: StopRule | None = None, probe: Probe | None = None,
-                   desc: str = "unlearn", start: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+                   evals_per_epoch: int = 0, desc: str = "unlearn",
+                   start: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``backbone.model`` in place with ``loss_fn``; return the history.
 
     Every epoch walks the forget set once; the first ``forget_only_epochs``
     use forget batches alone, later ones pair each with the next retain batch.
     ``start`` is the probe's measurement before any step when the caller has
-    already taken it (see :func:`starting_point`).
+    already taken it (see :func:`measure_before_unlearning`).
     """
     model = backbone.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=options.lr)
+    optimizer = torch.optim.AdamW(params, lr=schedule.lr)
     prepared = accelerator.prepare(model, optimizer, forget_data,
                                    *([retain_data] if retain_data is not None else []))
     model, optimizer, forget_data = prepared[:3]
@@ -143,7 +153,7 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
     tokens = backbone.encoder().tokens
     history: dict[str, Any] = {"steps": [], "evaluations": [], "stopped": "schedule"}
     steps_per_epoch = len(forget_data)
-    eval_points = _eval_points(steps_per_epoch, options.evals_per_epoch)
+    eval_points = _eval_points(steps_per_epoch, evals_per_epoch)
 
     def evaluate(step: int, epoch: int) -> dict[str, Any]:
         inner = accelerator.unwrap_model(model)
@@ -164,17 +174,17 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         return stopped_before_start(start_point, reason)
     good_state = trainable_state(accelerator.unwrap_model(model)) if probe is not None else None
     step = 0
-    for epoch in range(options.epochs):
-        joint = epoch >= options.forget_only_epochs and retain_iter is not None
-        bar = tqdm(forget_data, desc=f"{desc} epoch {epoch + 1}/{options.epochs}"
+    for epoch in range(schedule.epochs):
+        joint = epoch >= schedule.forget_only_epochs and retain_iter is not None
+        bar = tqdm(forget_data, desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}"
                    f"{' (joint)' if joint else ' (forget)'}",
                    disable=not accelerator.is_local_main_process, leave=False)
         for i, forget_batch in enumerate(bar):
             retain_batch = next(retain_iter) if joint else None
             loss, logs = loss_fn(model, forget_batch, retain_batch)
             accelerator.backward(loss)
-            if options.max_grad_norm:
-                accelerator.clip_grad_norm_(params, options.max_grad_norm)
+            if schedule.max_grad_norm:
+                accelerator.clip_grad_norm_(params, schedule.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -200,7 +210,8 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
     return _finish(history, model, backbone, accelerator, step)
 
 
-def starting_point(backbone: Backbone, probe: Probe, device: torch.device) -> dict[str, Any]:
+def measure_before_unlearning(backbone: Backbone, probe: Probe, device: torch.device
+                              ) -> dict[str, Any]:
     """The stop rule's measurement of a model before any unlearning step."""
     backbone.model.to(device)
     return {"step": 0, "epoch": 0,

@@ -1,33 +1,55 @@
-"""Shard ensembles (SISA, RecEraser) as one scorer, and loading any model folder as a scorer.
+"""Any model folder as a scorer: one model, or a shard ensemble (SISA, RecEraser).
 
-An ensemble folder holds ``e2urec_model.json`` with ``kind: ensemble``, the
-member folders (relative to it, or absolute when a member is shared with
-another ensemble), the aggregation (``mean`` of logits, or a learned
-``attention`` over the members) and, for attention, ``aggregator.safetensors``.
+A scorer gives answer-position logits for a batch. An ensemble averages its
+members' logits or weighs them with a learned attention aggregator, whose
+sizes are stored in the ensemble's metadata.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import AnswerTokens, Encoder, answer_logits, yes_no_logits
-from e2urec.evaluation.predict import ModelScorer, Scorer
-from e2urec.fileio import atomic_write_text
-from e2urec.training.checkpoints import (
-    META_FILE,
-    CheckpointError,
-    library_versions,
-    load_model,
-    read_meta,
-)
+from e2urec.checkpoints.folders import CheckpointError, check_model_folder, load_model
+
+
+class Scorer(Protocol):
+    """Anything that gives answer-position logits: a model or an ensemble of models."""
+
+    def encoder(self) -> Encoder: ...
+
+    def slot_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def to(self, device: torch.device) -> Scorer: ...
+
+    def eval(self) -> Any: ...
+
+
+class ModelScorer:
+    """A single backbone as a :class:`Scorer`."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+
+    def encoder(self) -> Encoder:
+        return self.backbone.encoder()
+
+    def slot_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return answer_logits(self.backbone.model, batch)[:, 0]
+
+    def to(self, device):
+        self.backbone.model.to(device)
+        return self
+
+    def eval(self):
+        self.backbone.model.eval()
+        return self
 
 
 class AttentionAggregator(torch.nn.Module):
@@ -38,6 +60,10 @@ class AttentionAggregator(torch.nn.Module):
         self.proj = torch.nn.Linear(2, hidden)
         self.score = torch.nn.Linear(hidden, 1, bias=False)
         self.member_bias = torch.nn.Parameter(torch.zeros(n_members))
+
+    def sizes(self) -> dict[str, int]:
+        """What the constructor needs to rebuild this aggregator."""
+        return {"n_members": self.member_bias.numel(), "hidden": self.proj.out_features}
 
     def weights(self, yes_no: torch.Tensor) -> torch.Tensor:
         """``yes_no``: ``[B, K, 2]`` member logits -> ``[B, K]`` attention weights."""
@@ -63,12 +89,15 @@ class EnsembleScorer:
         """``[B, K, V]`` logits of every member at the answer position."""
         return torch.stack([answer_logits(m.model, batch)[:, 0] for m in self.members], dim=1)
 
+    def member_yes_no(self, member_logits: torch.Tensor) -> torch.Tensor:
+        """``[B, K, 2]`` (No, Yes) logits of every member."""
+        return torch.stack([yes_no_logits(member_logits[:, k], self.tokens)
+                            for k in range(member_logits.shape[1])], dim=1)
+
     def combine(self, member_logits: torch.Tensor) -> torch.Tensor:
         if self.aggregator is None:
             return member_logits.mean(1)
-        yes_no = torch.stack([yes_no_logits(member_logits[:, k], self.tokens)
-                              for k in range(member_logits.shape[1])], dim=1)
-        weights = self.aggregator.weights(yes_no)
+        weights = self.aggregator.weights(self.member_yes_no(member_logits))
         return (weights.unsqueeze(-1) * member_logits).sum(1)
 
     def slot_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -87,43 +116,21 @@ class EnsembleScorer:
         return self
 
 
-def save_ensemble(out_dir: str | Path, member_dirs: Sequence[str | Path],
-                  aggregator: AttentionAggregator | None = None,
-                  meta: dict[str, Any] | None = None) -> Path:
-    """Write an ensemble folder that points at existing member model folders."""
-    out_dir = Path(out_dir)
-    members = []
-    for member in member_dirs:
-        read_meta(member)  # fail now, not at load time, if a member is missing
-        member = Path(member).resolve()
-        inside = member.is_relative_to(out_dir.resolve())
-        members.append(str(member.relative_to(out_dir.resolve())) if inside else str(member))
-    info = {"kind": "ensemble", "members": members,
-            "aggregation": "attention" if aggregator is not None else "mean",
-            "versions": library_versions(), **(meta or {})}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if aggregator is not None:
-        tmp = out_dir / ".aggregator.safetensors.tmp"
-        save_file(aggregator.state_dict(), tmp)
-        os.replace(tmp, out_dir / "aggregator.safetensors")
-    # The metadata goes last: a folder without it is not (yet) an ensemble.
-    atomic_write_text(out_dir / META_FILE, json.dumps(info, indent=2) + "\n")
-    return out_dir
-
-
 def load_scorer(path: str | Path) -> Scorer:
     """Any model folder (model, adapter or ensemble) as a scorer."""
     path = Path(path)
-    meta = read_meta(path)
+    meta = check_model_folder(path)
     if meta["kind"] != "ensemble":
         return ModelScorer(load_model(path))
     members = [load_model(path / m if not Path(m).is_absolute() else m)
                for m in meta["members"]]
     aggregator = None
     if meta["aggregation"] == "attention":
-        weights = path / "aggregator.safetensors"
-        if not weights.is_file():
-            raise CheckpointError(f"{path}: attention ensemble without aggregator.safetensors")
-        aggregator = AttentionAggregator(len(members))
-        aggregator.load_state_dict(load_file(weights))
+        sizes = meta.get("aggregator") or {"n_members": len(members), "hidden": 16}
+        if sizes["n_members"] != len(members):
+            raise CheckpointError(f"{path}: aggregator for {sizes['n_members']} members, "
+                                  f"ensemble of {len(members)}")
+        aggregator = AttentionAggregator(sizes["n_members"], sizes["hidden"])
+        aggregator.load_state_dict(load_file(path / "aggregator.safetensors"))
+        aggregator.eval()
     return EnsembleScorer(members, aggregator)
