@@ -11,10 +11,8 @@ from pathlib import Path
 import torch
 
 from e2urec.config import PrepareConfig
-from e2urec.data.movielens import read_movielens
-from e2urec.data.protocol import prepare, write_prepared
+from e2urec.data.protocol import prepare_dataset, write_prepared
 from e2urec.data.samples import read_manifest
-from e2urec.data.sources import locate_dataset
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +38,7 @@ def prepared_data(args: argparse.Namespace) -> Path:
         return Path(args.data)
     out = Path(args.workdir) / f"data-ml100k-{args.window}"
     if not (out / "manifest.json").is_file():
-        config = PrepareConfig(window=args.window, seed=args.seed)
-        source = locate_dataset("ml-100k")
-        write_prepared(prepare(read_movielens(source), config, str(source)), out)
+        write_prepared(prepare_dataset(PrepareConfig(window=args.window, seed=args.seed)), out)
     return out
 
 

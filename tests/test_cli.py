@@ -6,15 +6,14 @@ import pytest
 
 from e2urec.cli import main
 from e2urec.data.samples import read_split
-from tests.helpers import SHARED_ML100K, TINY
+from tests.helpers import TINY
 
 TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 
 
-@pytest.mark.skipif(not SHARED_ML100K.is_dir(), reason="../shared/data/ml-100k not present")
-def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys):
+def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     data, model = tmp_path / "data", tmp_path / "model"
-    assert main(["prepare", "--data-dir", str(SHARED_ML100K), "--window", "1000",
+    assert main(["prepare", "--data-dir", str(real_ml100k), "--window", "1000",
                  "--out", str(data)]) == 0
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["counts"]["train"] == 600 and manifest["counts"]["test"] == 200
@@ -24,24 +23,26 @@ def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--model", str(model), "--reference",
                  str(model), "--out", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
-    assert set(results) == {"test", "forget", "retain", "forget_vs_reference"}
+    assert set(results) == {"test", "forget", "retain", "forget_vs_reference", "e2urec"}
+    assert results["e2urec"]["kind"] == "e2urec-evaluation"
     assert set(results["test"]) == {"auc", "acc", "logloss"}
     assert results["forget_vs_reference"]["sym_kl"] == pytest.approx(0.0, abs=1e-6)
     assert "test" in capsys.readouterr().out
 
 
-def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path, synthetic_raw, capsys):
+def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path, synthetic_raw, prepared_dir,
+                                                       capsys):
     users = tmp_path / "forget.txt"
     users.write_text("1\nnot-a-user\n")
     out = tmp_path / "data"
-    code = main(["prepare", "--data-dir", str(synthetic_raw), "--forget-users", str(users),
-                 "--out", str(out)])
+    code = main(["prepare", "--data-dir", str(synthetic_raw), "--allow-modified-data",
+                 "--forget-users", str(users), "--out", str(out)])
     assert code == 2
     assert "not-a-user" in capsys.readouterr().err
     assert not out.exists()
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "run `e2urec prepare` first" in capsys.readouterr().err
-    assert main(["evaluate", "--data", str(tmp_path), "--model", str(tmp_path / "missing"),
+    assert main(["evaluate", "--data", str(prepared_dir), "--model", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "r.json")]) == 2
     assert "not an e2urec model folder" in capsys.readouterr().err
 

@@ -1,4 +1,8 @@
-"""The ``e2urec`` command: prepare, train, unlearn, evaluate, bench."""
+"""The ``e2urec`` command: prepare, train, unlearn, evaluate, bench.
+
+Every command checks its inputs and its output before any work; a problem is
+one line on stderr and exit code 2, with nothing changed on disk.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from e2urec.config import (
     BackboneConfig,
     ConfigError,
@@ -18,62 +20,81 @@ from e2urec.config import (
     TrainConfig,
     from_dict,
     parse_overrides,
+    read_config_file,
 )
 
+# What `train` and `unlearn` read from a --config file; a study's other sections are skipped.
+RUN_SECTIONS = ("backbone", "train", "method")
+STUDY_SECTIONS = ("name", "data", "methods", "eval_batch_size", "eval_max_samples", "cpu",
+                  "threads")
+EVALUATION_KIND = "e2urec-evaluation"
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file with backbone:/train:/method: sections")
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file: backbone:/train:/method: sections, or a "
+                        "study file (its backbone and train sections are used)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. train.lr=5e-4 (repeatable)")
     parser.add_argument("--seed", type=int, help="random seed (train.seed)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU")
 
 
+def _add_output(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--out", required=True, help=what)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when it holds other files")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e2urec", description=__doc__)
+    parser = argparse.ArgumentParser(prog="e2urec", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: the cores not already busy)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     prep = sub.add_parser("prepare", help="MovieLens -> prompt samples, splits, forget set")
     prep.add_argument("--dataset", choices=["ml-100k", "ml-1m"], default="ml-100k")
     prep.add_argument("--data-dir", help="folder with the MovieLens files")
-    prep.add_argument("--window", type=int, default=PrepareConfig.window)
+    prep.add_argument("--window", type=int, help="newest samples kept (default: all)")
     prep.add_argument("--history", type=int, default=PrepareConfig.history)
     group = prep.add_mutually_exclusive_group()
     group.add_argument("--forget-fraction", type=float, default=PrepareConfig.forget_fraction)
     group.add_argument("--forget-users", help="file of user ids to forget (one a line, or JSON)")
     prep.add_argument("--shards", type=int, default=PrepareConfig.shards)
     prep.add_argument("--seed", type=int, default=PrepareConfig.seed)
-    prep.add_argument("--out", required=True)
+    prep.add_argument("--allow-modified-data", action="store_true",
+                      help="use raw files that differ from the published dataset")
+    _add_output(prep, "folder for the prepared data")
 
     train = sub.add_parser("train", help="fine-tune a backbone on train (Original) or retain")
     train.add_argument("--data", required=True, help="a folder written by `e2urec prepare`")
     train.add_argument("--split", choices=["train", "retain"], default="train")
-    train.add_argument("--model", default="tiny-llama",
-                       help="tiny-llama, tiny-t5, smollm2-135m, a hub id or a local folder")
+    train.add_argument("--model", help="tiny-llama (default), tiny-t5, smollm2-135m, a hub id "
+                       "or a local folder (backbone.name)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lora", action="store_true", help="train LoRA adapters only")
-    train.add_argument("--out", required=True)
-    _add_common(train)
+    _add_output(train, "folder for the trained model")
+    _add_run_options(train)
 
     unlearn = sub.add_parser("unlearn", help="make a trained model forget the forget set")
     unlearn.add_argument("--method", required=True)
     unlearn.add_argument("--data", required=True)
     unlearn.add_argument("--original", help="the Original model folder (methods that need it)")
-    unlearn.add_argument("--model", default="tiny-llama",
-                         help="the backbone for methods that train from scratch")
+    unlearn.add_argument("--model", help="the backbone for methods that train from scratch "
+                         "(backbone.name)")
     unlearn.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                         help="a method option, e.g. alpha=2 (repeatable)")
-    unlearn.add_argument("--out", required=True)
-    _add_common(unlearn)
+                         help="a method option, e.g. alpha=2 or schedule.lr=1e-4 (repeatable)")
+    _add_output(unlearn, "folder for the unlearned model")
+    _add_run_options(unlearn)
 
     evaluate = sub.add_parser("evaluate", help="AUC/ACC/LogLoss, and distances to a reference")
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--model", required=True, help="a model, adapter or ensemble folder")
     evaluate.add_argument("--reference", help="the retrained model, for forgetting metrics")
     evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--out", required=True, help="results JSON file")
+    evaluate.add_argument("--cpu", action="store_true", help="score on the CPU even with a GPU")
+    _add_output(evaluate, "results JSON file")
 
     bench = sub.add_parser("bench", help="the whole comparison from one YAML study")
     bench.add_argument("--config", required=True)
@@ -81,61 +102,84 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--stages-from", metavar="DIR",
                        help="keep and reuse stages in another study's output folder "
                             "(default: --out)")
+    bench.add_argument("--wait", action="store_true",
+                       help="wait for another bench on the same folder instead of failing")
     return parser
 
 
 def load_sections(args: argparse.Namespace) -> dict[str, Any]:
-    """Config layers, lowest first: defaults < --config file < --set overrides < flags."""
+    """Config layers, lowest first: defaults < --config file < --set overrides.
+
+    Explicit flags come last, in :func:`run_configs`. A study file is read for
+    its backbone and train sections (and, for ``unlearn``, the options of the
+    method named by --method under ``methods:``).
+    """
     sections: dict[str, Any] = {}
     if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections")
-        sections.update(loaded)
+        loaded = read_config_file(args.config)
+        unknown = sorted(set(loaded) - set(RUN_SECTIONS) - set(STUDY_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{args.config}: unknown section(s) {unknown}; a run reads "
+                              f"{', '.join(RUN_SECTIONS)} (and skips a study's other sections)")
+        methods = loaded.get("methods") or {}
+        method = getattr(args, "method", None)
+        if "method" not in loaded and isinstance(methods, dict) and method in methods:
+            loaded["method"] = methods[method] or {}
+        sections = {k: v for k, v in loaded.items() if k in RUN_SECTIONS}
     for key, value in parse_overrides(getattr(args, "set", [])).items():
+        if key not in RUN_SECTIONS:
+            raise ConfigError(f"--set {key}...: unknown section {key!r}; use "
+                              f"{', '.join(RUN_SECTIONS)}")
         if isinstance(value, dict) and isinstance(sections.get(key), dict):
-            sections[key] = {**sections[key], **value}
+            sections[key] = _merge(sections[key], value)
         else:
             sections[key] = value
     return sections
 
 
-def train_configs(args: argparse.Namespace) -> tuple[BackboneConfig, TrainConfig]:
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merge(base[key], value) if both else value
+    return merged
+
+
+def run_configs(args: argparse.Namespace) -> tuple[BackboneConfig, TrainConfig, dict]:
+    """The backbone, training and method settings of ``train``/``unlearn``: flags win."""
     sections = load_sections(args)
-    unknown = set(sections) - {"backbone", "train", "method"}
-    if unknown:
-        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; "
-                          "use backbone, train, method")
-    backbone = {**sections.get("backbone", {}), "name": args.model}
-    train = dict(sections.get("train", {}))
+    backbone = dict(sections.get("backbone") or {})
+    if args.model is not None:
+        backbone["name"] = args.model
+    train = dict(sections.get("train") or {})
     flags = {"epochs": getattr(args, "epochs", None), "lr": getattr(args, "lr", None),
              "batch_size": getattr(args, "batch_size", None), "seed": args.seed}
     train.update({k: v for k, v in flags.items() if v is not None})
     if getattr(args, "lora", False):
         train["use_lora"] = True
+    options = _merge(sections.get("method") or {}, parse_overrides(getattr(args, "option", [])))
     return (from_dict(BackboneConfig, backbone, "backbone"),
-            from_dict(TrainConfig, train, "train"))
+            from_dict(TrainConfig, train, "train"), options)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from e2urec.data.movielens import read_movielens
-    from e2urec.data.protocol import prepare, write_prepared
-    from e2urec.data.sources import locate_dataset
+    from e2urec.data.protocol import prepare_dataset, write_prepared
+    from e2urec.data.sources import find_raw
+    from e2urec.fileio import check_output
 
     forget_users = _read_user_list(args.forget_users) if args.forget_users else None
     config = from_dict(PrepareConfig, {
         "dataset": args.dataset, "data_dir": args.data_dir, "window": args.window,
         "history": args.history, "forget_fraction": args.forget_fraction,
         "forget_users": forget_users, "shards": args.shards, "seed": args.seed,
+        "allow_modified_data": args.allow_modified_data,
     }, "prepare")
-    folder = locate_dataset(config.dataset, config.data_dir)
-    prepared = prepare(read_movielens(folder), config, source=str(folder))
+    check_output(args.out, "manifest.json", args.overwrite)
+    raw = find_raw(config)
+    prepared = prepare_dataset(config, raw)
     out = write_prepared(prepared, args.out)
     counts = prepared.manifest["counts"]
-    print(f"prepared {config.dataset} from {folder} -> {out}")
+    print(f"prepared {config.dataset} from {raw.folder} -> {out}")
     print("  " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"  forgotten users: {len(prepared.manifest['forget_user_ids'])} of "
           f"{prepared.manifest['train_users']}")
@@ -148,15 +192,25 @@ def _read_user_list(path: str) -> list[str]:
         raise ConfigError(f"forget list {file} does not exist")
     text = file.read_text().strip()
     if text.startswith("["):
-        return [str(u) for u in json.loads(text)]
+        try:
+            return [str(u) for u in json.loads(text)]
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{file}: not a JSON list of user ids ({err.msg})") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from e2urec.backbones.registry import check_backbone_name
+    from e2urec.checkpoints.folders import META_FILE
+    from e2urec.data.samples import read_manifest
+    from e2urec.fileio import check_output
     from e2urec.training.finetune import train_split
     from e2urec.training.loop import make_accelerator
 
-    backbone, train = train_configs(args)
+    backbone, train, _ = run_configs(args)
+    read_manifest(args.data)
+    check_backbone_name(backbone.name)
+    check_output(args.out, META_FILE, args.overwrite)
     record = train_split(args.data, args.split, backbone, train, args.out,
                          make_accelerator(cpu=args.cpu))
     history = record["history"]
@@ -168,27 +222,54 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from e2urec.checkpoints.scorers import load_scorer
-    from e2urec.evaluation.evaluate import evaluate, format_table
-    from e2urec.fileio import atomic_write_text
+    import torch
 
+    from e2urec.checkpoints.folders import check_model_folder
+    from e2urec.checkpoints.scorers import load_scorer
+    from e2urec.data.samples import read_manifest
+    from e2urec.evaluation.evaluate import evaluate, format_table
+    from e2urec.fileio import check_output_file, write_json
+
+    read_manifest(args.data)
+    check_model_folder(args.model)
+    if args.reference:
+        check_model_folder(args.reference)
+    check_output_file(args.out, _is_evaluation(Path(args.out)), args.overwrite)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     scorer = load_scorer(args.model)
     reference = load_scorer(args.reference) if args.reference else None
-    results, _ = evaluate(scorer, args.data, reference, args.batch_size)
-    atomic_write_text(Path(args.out), json.dumps(results, indent=2) + "\n")
+    results, _ = evaluate(scorer, args.data, reference, args.batch_size, device=device)
+    write_json(Path(args.out), {**results, "e2urec": {
+        "kind": EVALUATION_KIND, "model": str(Path(args.model).resolve()),
+        "reference": str(Path(args.reference).resolve()) if args.reference else None,
+        "data": str(Path(args.data).resolve())}})
     print(format_table(results))
     return 0
 
 
-def cmd_unlearn(args: argparse.Namespace) -> int:
-    from e2urec.methods import run_method
+def _is_evaluation(path: Path) -> bool:
+    """Whether ``path`` holds an earlier `e2urec evaluate` result (safe to replace)."""
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text())["e2urec"]["kind"] == EVALUATION_KIND
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return False
 
-    backbone, train = train_configs(args)
-    sections = load_sections(args)
-    options = {**sections.get("method", {}), **parse_overrides(args.option)}
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from e2urec.backbones.registry import check_backbone_name
+    from e2urec.methods import get_method, run_method
+    from e2urec.methods.base import check_method_inputs
+
+    backbone, train, options = run_configs(args)
+    check_method_inputs(args.method, args.data, args.original, options, args.out,
+                        args.overwrite)
+    if not get_method(args.method).needs_original:
+        check_backbone_name(backbone.name)
     record = run_method(args.method, data_dir=args.data, original=args.original,
                         backbone=backbone, train=train, options=options, out_dir=args.out,
-                        cpu=args.cpu)
+                        cpu=args.cpu, overwrite=args.overwrite)
     print(f"{args.method}: unlearned in {record['unlearn_seconds']:.1f}s, "
           f"{record['trainable_params']:,} of {record['total_params']:,} parameters trained "
           f"-> {args.out}")
@@ -198,7 +279,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from e2urec.bench.study import run_study
 
-    table = run_study(args.config, args.out, stages_from=args.stages_from)
+    table = run_study(args.config, args.out, stages_from=args.stages_from, wait=args.wait,
+                      threads=args.threads)
     print(table)
     return 0
 
@@ -208,11 +290,21 @@ COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from e2urec.fileio import LockedError
+    from e2urec.runtime import set_threads
+
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "bench":  # a study sets its own (recorded) thread count
+            set_threads(args.threads)
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"e2urec {args.command}: error: {err}", file=sys.stderr)
+    except (ConfigError, ValueError, FileNotFoundError, NotADirectoryError,
+            PermissionError, LockedError) as err:
+        message = str(err).strip().splitlines()
+        print(f"e2urec {args.command}: error: {message[0] if message else type(err).__name__}",
+              file=sys.stderr)
+        for line in message[1:]:
+            print(f"  {line}", file=sys.stderr)
         return 2
 
 

@@ -14,7 +14,10 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 
 class ConfigError(ValueError):
@@ -41,8 +44,8 @@ class PrepareConfig:
     dataset: Literal["ml-100k", "ml-1m"] = option("ml-100k", help="which MovieLens")
     data_dir: str | None = option(None, help="folder with the raw files; None searches "
                                   "$E2UREC_DATA_DIR, the cache, the recbole wheel, GroupLens")
-    window: int = option(100_000, help="keep the newest this many samples (at most the "
-                         "number of eligible ratings)")
+    window: int | None = option(None, help="keep the newest this many samples (None: all; "
+                                "the paper takes 100,000 of ML-1M)")
     history: int = option(10, help="past ratings shown in a prompt")
     min_history: int = option(5, help="a rating becomes a sample once its user has this many "
                               "earlier ratings")
@@ -55,7 +58,7 @@ class PrepareConfig:
                                        "from the published dataset (changed on purpose)")
 
     def validate(self) -> None:
-        _check(self.window > 0, "window must be positive")
+        _check(self.window is None or self.window > 0, "window must be positive")
         _check(self.history > 0, "history must be positive")
         _check(self.min_history >= 1, "min_history must be at least 1")
         _check(0.0 < self.forget_fraction < 1.0, "forget_fraction must lie in (0, 1)")
@@ -139,14 +142,16 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> 
     data = dict(data or {})
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
+    hints = typing.get_type_hints(cls)
     if unknown:
         key = unknown[0]
-        hint = difflib.get_close_matches(key, known, n=1)
+        nested = [f"{name}.{key}" for name, tp in hints.items() if dataclasses.is_dataclass(tp)
+                  and key in {f.name for f in dataclasses.fields(tp)}]
+        hint = nested or difflib.get_close_matches(key, known, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         raise ConfigError(
             f"{where}: unknown key {key!r}{suggestion} (known: {', '.join(sorted(known))})"
         )
-    hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -254,3 +259,41 @@ def config_hash(*parts: Any) -> str:
     text = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+
+
+MERGED_SECTIONS = ("data", "backbone", "train")
+
+
+def read_config_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a dict; ``extends: other.yaml`` starts from another file.
+
+    Sections named in ``MERGED_SECTIONS`` merge key by key; anything else (a
+    study's method list, say) is replaced whole by the extending file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' takes the path of one config file")
+    base = read_config_file(path.parent / parent, (*seen, path.resolve()))
+    merged = {**base, **raw}
+    for section in MERGED_SECTIONS:
+        if isinstance(base.get(section), dict) and isinstance(raw.get(section), dict):
+            merged[section] = {**base[section], **raw[section]}
+    return merged

@@ -7,11 +7,12 @@ path that holds someone else's files is refused unless ``--overwrite`` says so.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +49,24 @@ def check_writable(path: str | Path) -> None:
                           f"({err.strerror}); choose another output") from None
 
 
-def check_output(path: str | Path, marker: str, overwrite: bool = False) -> None:
+def check_output(path: str | Path, marker: str | tuple[str, ...],
+                 overwrite: bool = False) -> None:
     """Check an output folder before any work: writable, and not someone else's files.
 
     A missing or empty folder is fine; so is this command's own earlier output
-    (it holds ``marker``). A file, or a folder with other content, is refused
-    unless ``overwrite`` is set.
+    (it holds ``marker``, or one of several). A file, or a folder with other
+    content, is refused unless ``overwrite`` is set.
     """
     path = Path(path)
+    markers = (marker,) if isinstance(marker, str) else marker
     if path.is_file() or (path.exists() and not path.is_dir()):
         raise OutputError(f"--out {path} is an existing file; name a folder "
                           "(it is replaced only with --overwrite)"
                           if not overwrite else f"--out {path} is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists() and not overwrite:
-        count = sum(1 for _ in path.iterdir())
+    own = any((path / m).exists() for m in markers)
+    entries = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+    if entries and not own and not overwrite:
+        count = len(entries)
         raise OutputError(f"--out {path} already holds {count} entries that are not this "
                           "command's output; choose another folder or pass --overwrite "
                           "(which replaces it)")
@@ -76,7 +81,7 @@ def check_output_file(path: str | Path, is_own: bool, overwrite: bool = False) -
     if path.exists() and not is_own and not overwrite:
         raise OutputError(f"--out {path} already exists and is not an e2urec result; "
                           "choose another file or pass --overwrite")
-    check_writable(path)
+    check_writable(path.parent)
 
 
 @contextlib.contextmanager
@@ -102,3 +107,42 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class LockedError(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+LOCK_FILE = ".e2urec.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str, wait: bool = False,
+                log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the block.
+
+    The lock is the kernel's (``flock``) on ``folder/.e2urec.lock``, so a killed
+    holder releases it and the next run takes it over; the file records the
+    holder's PID for the message a second run prints.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "unknown"
+            if not wait:
+                raise LockedError(f"{folder} is in use by another {what} (PID {holder}); "
+                                  "wait for it to finish, or pass --wait") from None
+            log(f"[lock] {folder} is in use by PID {holder}; waiting")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

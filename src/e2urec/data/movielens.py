@@ -112,7 +112,7 @@ def read_grouplens_100k(folder: Path) -> MovieLens:
         columns=["user_id", "gender", "age", "occupation"],
     )
     items = pd.DataFrame(
-        [(f[0], f[1]) for _, f in _rows(folder / "u.item", "|", 2, "latin-1")],
+        [(f[0], f[1].strip()) for _, f in _rows(folder / "u.item", "|", 2, "latin-1")],
         columns=["item_id", "title"],
     )
     return MovieLens(ratings, users, items)
@@ -127,7 +127,7 @@ def read_grouplens_1m(folder: Path) -> MovieLens:
         columns=["user_id", "gender", "age", "occupation"],
     )
     items = pd.DataFrame(
-        [(f[0], f[1]) for _, f in _rows(folder / "movies.dat", "::", 2, "latin-1")],
+        [(f[0], f[1].strip()) for _, f in _rows(folder / "movies.dat", "::", 2, "latin-1")],
         columns=["item_id", "title"],
     )
     return MovieLens(ratings, users, items)
@@ -169,13 +169,24 @@ def read_atomic(folder: Path) -> MovieLens:
     for n, f in _rows(item_path, "\t", max(id_col, title_col) + 1, "utf-8"):
         if n == 1:
             continue
-        title = f[title_col]
         year = f[year_col].strip() if year_col is not None and year_col < len(f) else ""
-        if year.replace(".", "", 1).isdigit() and not title.endswith(")"):
-            title = f"{title} ({int(float(year))})"
-        records.append((f[id_col], title))
+        records.append((f[id_col], grouplens_title(f[title_col], year)))
     items = pd.DataFrame(records, columns=["item_id", "title"])
     return MovieLens(ratings, users, items)
+
+
+def grouplens_title(title: str, year: str) -> str:
+    """The GroupLens title of a RecBole item: RecBole keeps the year in its own column.
+
+    GroupLens writes "Seven (Se7en) (1995)", RecBole "Seven (Se7en)" and 1995;
+    its one title without a year is spelt "unkonwn" where GroupLens has "unknown".
+    """
+    title = title.strip()
+    if title == "unkonwn":
+        return "unknown"
+    if year.replace(".", "", 1).isdigit():
+        return f"{title} ({int(float(year))})"
+    return title
 
 
 def _single(folder: Path, pattern: str) -> Path:

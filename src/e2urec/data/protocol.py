@@ -18,6 +18,7 @@ from e2urec.config import ConfigError, PrepareConfig, to_dict
 from e2urec.data.movielens import MovieLens
 from e2urec.data.prompts import answer_for, build_prompt
 from e2urec.data.samples import write_jsonl
+from e2urec.data.sources import RawSource, find_raw, read_raw
 from e2urec.fileio import atomic_dir
 
 
@@ -38,7 +39,11 @@ def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
     ratings = ratings.reset_index(drop=True)
     ratings["n_history"] = ratings.groupby("user_id", sort=False).cumcount()
     eligible = ratings[ratings.n_history >= config.min_history]
-    window = eligible.tail(config.window).reset_index(drop=True)
+    if config.window is not None and config.window > len(eligible):
+        raise ConfigError(f"window {config.window:,} exceeds the {len(eligible):,} samples "
+                          f"{config.dataset} has (ratings with >= {config.min_history} earlier "
+                          f"ratings); use a window of at most {len(eligible):,}")
+    window = eligible.tail(config.window or len(eligible)).reset_index(drop=True)
 
     titles = dict(zip(data.items.item_id, data.items.title, strict=True))
     users = data.users.set_index("user_id")
@@ -113,7 +118,9 @@ def make_shards(train: pd.DataFrame, k: int, seed: int) -> dict[str, Any]:
     }
 
 
-def prepare(data: MovieLens, config: PrepareConfig, source: str = "") -> Prepared:
+def prepare(data: MovieLens, config: PrepareConfig,
+            provenance: dict[str, Any] | None = None) -> Prepared:
+    """The protocol applied to ``data`` (pure); ``provenance`` goes into the manifest."""
     config.validate()
     samples = build_samples(data, config)
     if len(samples) < 10:
@@ -132,7 +139,7 @@ def prepare(data: MovieLens, config: PrepareConfig, source: str = "") -> Prepare
     splits = {name: _records(df) for name, df in parts.items()}
     manifest = {
         "dataset": config.dataset,
-        "source": source,
+        **(provenance or {}),
         "config": to_dict(config),
         "counts": {name: len(rows) for name, rows in splits.items()},
         "train_users": len(train_users),
@@ -153,6 +160,13 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _share(rows: list[dict[str, Any]]) -> float | None:
     return round(sum(r["label"] for r in rows) / len(rows), 4) if rows else None
+
+
+def prepare_dataset(config: PrepareConfig, raw: RawSource | None = None) -> Prepared:
+    """The one prepare path (CLI, bench, benchmarks): find, check, read, apply the protocol."""
+    raw = raw or find_raw(config)
+    return prepare(read_raw(raw, config), config,
+                   {"source": str(raw.folder), "raw_sha256": raw.digest})
 
 
 def write_prepared(prepared: Prepared, out_dir: str | Path) -> Path:

@@ -47,8 +47,26 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             missing = [f for f in REQUIRED_FIELDS if not isinstance(row, dict) or f not in row]
             if missing:
                 raise DataFormatError(f"{path}:{lineno}: missing field(s) {missing}")
+            if problem := _type_problem(row):
+                raise DataFormatError(f"{path}:{lineno}: {problem}; run `e2urec prepare` "
+                                      "again or fix the line")
             rows.append(row)
     return rows
+
+
+def _type_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with a sample's field types, if anything."""
+    if row["label"] not in (0, 1) or isinstance(row["label"], bool):
+        return f"label {row['label']!r} is not 0 or 1"
+    for key in ("sample_id", "timestamp"):
+        if not isinstance(row[key], int) or isinstance(row[key], bool):
+            return f"{key} {row[key]!r} is not an integer"
+    if not isinstance(row["rating"], int | float) or isinstance(row["rating"], bool):
+        return f"rating {row['rating']!r} is not a number"
+    for key in ("user_id", "item_id", "prompt", "answer"):
+        if not isinstance(row[key], str):
+            return f"{key} {row[key]!r} is not a string"
+    return None
 
 
 def read_split(data_dir: str | Path, split: str) -> list[dict[str, Any]]:

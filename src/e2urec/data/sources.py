@@ -1,33 +1,49 @@
-"""Finding a MovieLens copy: explicit folder, $E2UREC_DATA_DIR, cache, recbole, GroupLens.
+"""Finding and checking a MovieLens copy: explicit folder, $E2UREC_DATA_DIR, cache,
+recbole, GroupLens.
 
 The search order is documented and fixed; the first hit wins. On a machine
 with no copy and no network the error lists every place that was tried and
-what to do.
+what to do. The files read are checked against the published checksums and
+ratings count (a truncated or altered copy is named), and their digest keys
+every result built from them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from e2urec.data.movielens import detect_format
+from e2urec.config import PrepareConfig
+from e2urec.data.movielens import MovieLens, detect_format, read_movielens
 
 DATASETS = ("ml-100k", "ml-1m")
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
-# sha256 of pristine GroupLens files that we can verify after a download.
+# sha256 of the published files, by dataset and format: the GroupLens files and
+# the RecBole atomic copy (recbole==1.2.1's dataset_example).
 KNOWN_SHA256 = {
     "ml-100k": {
-        "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-        "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
-        "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+        "grouplens-100k": {
+            "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+            "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
+            "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+        },
+        "atomic": {
+            "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+            "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+            "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+        },
     },
 }
+RATINGS_COUNT = {"ml-100k": 100_000, "ml-1m": 1_000_209}
+ALLOW_MODIFIED = "--allow-modified-data (allow_modified_data: true)"
 # Installed packages that ship RecBole atomic copies: (module, folder inside it).
 PACKAGED = {
     "ml-100k": [("recbole", "dataset_example/ml-100k")],
@@ -37,6 +53,55 @@ PACKAGED = {
 
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of the dataset could be found or fetched."""
+
+
+class DataIntegrityError(ValueError):
+    """The raw files differ from the published dataset; the message names the file."""
+
+
+def raw_files(folder: Path) -> list[Path]:
+    """The files :func:`read_movielens` reads from ``folder``, in a fixed order."""
+    fmt = detect_format(folder)
+    if fmt == "grouplens-100k":
+        return [folder / n for n in ("u.data", "u.user", "u.item")]
+    if fmt == "grouplens-1m":
+        return [folder / n for n in ("ratings.dat", "users.dat", "movies.dat")]
+    if fmt == "atomic":
+        return [sorted(folder.glob(f"*.{ext}"))[0] for ext in ("inter", "user", "item")
+                if any(folder.glob(f"*.{ext}"))]
+    raise DatasetNotFoundError(f"{folder} holds no MovieLens files")
+
+
+def verify_dataset(name: str, folder: Path, allow_modified: bool = False) -> str:
+    """Check the raw files against the published checksums; return their joint digest.
+
+    Formats without known checksums are checked by their ratings count when
+    read (:func:`check_ratings_count`).
+    """
+    files = raw_files(folder)
+    digests = {f.name: sha256(f) for f in files}
+    known = KNOWN_SHA256.get(name, {}).get(detect_format(folder) or "", {})
+    if not allow_modified:
+        for file, digest in known.items():
+            if file not in digests:
+                raise DataIntegrityError(f"{folder}: {file} is missing")
+            if digests[file] != digest:
+                raise DataIntegrityError(
+                    f"{folder / file}: not the published {name} file (sha256 differs: "
+                    f"truncated or altered); restore it, or pass {ALLOW_MODIFIED} to use "
+                    "it as it is")
+    joint = hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
+    return joint[:16]
+
+
+def check_ratings_count(name: str, n_ratings: int, folder: Path,
+                        allow_modified: bool = False) -> None:
+    """The published dataset has a known number of ratings; a cut file has fewer."""
+    expected = RATINGS_COUNT.get(name)
+    if expected is not None and n_ratings != expected and not allow_modified:
+        raise DataIntegrityError(
+            f"{folder}: {n_ratings:,} ratings where the published {name} has {expected:,} "
+            f"(a truncated or altered file); restore it, or pass {ALLOW_MODIFIED}")
 
 
 def cache_root() -> Path:
@@ -72,6 +137,29 @@ def locate_dataset(name: str, data_dir: str | Path | None = None,
     )
 
 
+@dataclass(frozen=True)
+class RawSource:
+    """A checked copy of a dataset: where it is and the digest of its files."""
+
+    name: str
+    folder: Path
+    digest: str
+
+
+def find_raw(config: PrepareConfig) -> RawSource:
+    """Locate ``config.dataset`` and check its files (before anything is read or written)."""
+    folder = locate_dataset(config.dataset, config.data_dir)
+    return RawSource(config.dataset, folder,
+                     verify_dataset(config.dataset, folder, config.allow_modified_data))
+
+
+def read_raw(raw: RawSource, config: PrepareConfig) -> MovieLens:
+    """Read a checked copy; a ratings count other than the published one is an error."""
+    data = read_movielens(raw.folder)
+    check_ratings_count(raw.name, len(data.ratings), raw.folder, config.allow_modified_data)
+    return data
+
+
 def _candidates(name: str) -> list[tuple[str, Path | None]]:
     env = os.environ.get("E2UREC_DATA_DIR")
     found: list[tuple[str, Path | None]] = [
@@ -99,7 +187,7 @@ def download(name: str) -> Path:
                 raise OSError(f"corrupt download {archive.name}")
             zf.extractall(tmp)
         unpacked = Path(tmp) / name
-        for file, digest in KNOWN_SHA256.get(name, {}).items():
+        for file, digest in KNOWN_SHA256.get(name, {}).get(detect_format(unpacked), {}).items():
             if sha256(unpacked / file) != digest:
                 raise OSError(f"checksum mismatch for {file} in the {name} download")
         if target.exists():
