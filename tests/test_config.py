@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 
+from e2urec.bench.study import load_study
 from e2urec.config import (
     BackboneConfig,
     ConfigError,
@@ -35,3 +38,63 @@ def test_overrides_nest_and_hash_is_stable():
         parse_overrides(["novalue"])
     assert config_hash(TrainConfig()) == config_hash(TrainConfig())
     assert config_hash(TrainConfig()) != config_hash(TrainConfig(lr=0.1))
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def run_args(*argv: str):
+    from e2urec.cli import build_parser, run_configs
+
+    return run_configs(build_parser().parse_args(list(argv)))
+
+
+def test_precedence_is_defaults_then_file_then_set_then_flags(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("backbone: {name: tiny-t5, tiny_hidden: 32}\ntrain: {epochs: 3}\n"
+                      "method: {alpha: 3.0, schedule: {lr: 0.1}}\n")
+    base = ["unlearn", "--method", "e2urec", "--data", "d", "--out", "o", "--config",
+            str(config)]
+    backbone, train, options = run_args(*base)
+    assert (backbone.name, backbone.tiny_hidden, train.epochs) == ("tiny-t5", 32, 3)
+    assert train.lr == TrainConfig().lr  # not in the file: the default
+    assert options == {"alpha": 3.0, "schedule": {"lr": 0.1}}
+    backbone, train, options = run_args(*base, "--set", "backbone.name=tiny-llama",
+                                        "--set", "train.epochs=4",
+                                        "--option", "schedule.epochs=2")
+    assert (backbone.name, backbone.tiny_hidden, train.epochs) == ("tiny-llama", 32, 4)
+    assert options == {"alpha": 3.0, "schedule": {"lr": 0.1, "epochs": "2"}}
+    backbone, train, _ = run_args(*base, "--set", "backbone.name=tiny-llama", "--model",
+                                  "smollm2-135m", "--set", "train.epochs=4", "--seed", "9")
+    assert (backbone.name, train.epochs, train.seed) == ("smollm2-135m", 4, 9)
+    backbone, train, _ = run_args("train", "--data", "d", "--out", "o", "--config",
+                                  str(config), "--epochs", "7")
+    assert (backbone.name, train.epochs) == ("tiny-t5", 7)
+
+
+def test_a_study_file_gives_train_and_unlearn_its_backbone_train_and_method(tmp_path):
+    study = load_study(CONFIGS / "demo.yaml")
+    backbone, train, options = run_args("unlearn", "--method", "e2urec/answer", "--data", "d",
+                                        "--out", "o", "--config", str(CONFIGS / "demo.yaml"))
+    assert backbone == study.backbone and train == study.train
+    assert options == study.methods["e2urec/answer"]
+    backbone, train, _ = run_args("train", "--data", "d", "--out", "o", "--config",
+                                  str(CONFIGS / "smoke.yaml"))
+    assert backbone.tiny_hidden == 32 and train.epochs == 1
+    (tmp_path / "bad.yaml").write_text("backbone: {}\nmodels: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown section\(s\) \['models'\]"):
+        run_args("train", "--data", "d", "--out", "o", "--config", str(tmp_path / "bad.yaml"))
+
+
+def test_the_command_line_defaults_are_the_demos():
+    study = load_study(CONFIGS / "demo.yaml")
+    backbone, train, _ = run_args("train", "--data", "d", "--out", "o")
+    assert backbone == study.backbone
+    assert train == study.train
+
+
+def test_a_misplaced_option_points_at_its_block():
+    from e2urec.methods.neggrad import NegGradOptions
+
+    with pytest.raises(ConfigError, match="did you mean 'schedule.lr'"):
+        from_dict(NegGradOptions, {"lr": 1e-3})

@@ -39,7 +39,8 @@ def test_tokenizer_without_distinct_answers_is_rejected():
         unk_token="<unk>")
     with pytest.raises(TokenizerError):
         answer_tokens(tok_without)
-    assert answer_tokens(tok)  # the trained tokenizer always knows the answers
+    ids = answer_tokens(tok)  # the trained tokenizer always knows the answers
+    assert tok.convert_ids_to_tokens([ids.yes_id, ids.no_id]) == ["Yes", "No"]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])

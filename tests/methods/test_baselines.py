@@ -1,5 +1,6 @@
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,15 +71,29 @@ def one_user_forgotten(tmp_path_factory, synthetic_raw):
                           tmp_path_factory.mktemp("one-user") / "data")
 
 
-def test_sisa_retrains_exactly_the_affected_shards(unlearn, one_user_forgotten, tmp_path):
+def run_shards(method: str, data_dir, out, options=None, **train):
+    from e2urec.methods import run_method
+    from tests.helpers import quick_train, tiny_backbone
+
+    record = run_method(method, data_dir, None, tiny_backbone(),
+                        quick_train(**{"epochs": 1, **train}), options or {}, out)
+    return record, out
+
+
+@pytest.fixture(scope="module")
+def sisa_run(tmp_path_factory, one_user_forgotten):
+    """One SISA run (initial ensemble of 8 shards, then unlearning) for the shard tests."""
+    return run_shards("sisa", one_user_forgotten, tmp_path_factory.mktemp("sisa") / "out")
+
+
+def test_sisa_retrains_exactly_the_affected_shards(sisa_run, one_user_forgotten):
     shards = json.loads((one_user_forgotten / "shards.json").read_text())
     affected = sorted({shards["sisa"][str(r["sample_id"])]
                        for r in read_split(one_user_forgotten, "forget")})
     assert 0 < len(affected) < 8
-    record, out = unlearn("sisa", data_dir=one_user_forgotten, epochs=1)
+    record, out = sisa_run
     assert record["retrained_shards"] == affected
     initial = out / "initial"
-    before = tree_digest(initial)
     members = read_meta(out)["members"]
     for index in range(8):
         if index in affected:
@@ -86,16 +101,31 @@ def test_sisa_retrains_exactly_the_affected_shards(unlearn, one_user_forgotten, 
         else:
             assert (out / members[index]).resolve() == (initial / f"shard_{index}").resolve()
             assert not (out / f"shard_{index}").exists()
-    assert tree_digest(initial) == before
     scorer = load_scorer(out)
     assert isinstance(scorer, EnsembleScorer) and len(scorer.members) == 8
     assert predict(scorer, read_split(one_user_forgotten, "test")).p_yes.shape == (
         len(read_split(one_user_forgotten, "test")),)
 
 
-def test_sisa_ensemble_averages_member_logits(unlearn, one_user_forgotten):
-    _, out = unlearn("sisa", data_dir=one_user_forgotten, epochs=1)
-    scorer = load_scorer(out)
+def test_a_given_initial_ensemble_is_reused_untouched(sisa_run, one_user_forgotten, tmp_path):
+    _, first = sisa_run
+    initial = first / "initial"
+    before = tree_digest(initial)
+    record, out = run_shards("sisa", one_user_forgotten, tmp_path / "again",
+                             {"initial": str(initial)})
+    assert tree_digest(initial) == before
+    assert not (out / "initial").exists()
+    assert record["retrained_shards"] == read_meta(first)["retrained_shards"]
+    for member, earlier in zip(read_meta(out)["members"], read_meta(first)["members"],
+                               strict=True):
+        if earlier.startswith("shard_"):  # retrained: inside the new output
+            assert member == earlier
+        else:  # untouched: the given ensemble's own folder
+            assert Path(member) == (initial / Path(earlier).name).resolve()
+
+
+def test_sisa_ensemble_averages_member_logits(sisa_run, one_user_forgotten):
+    scorer = load_scorer(sisa_run[1])
     encoder = scorer.encoder()
     batch = encoder.collate(encoder.encode(read_split(one_user_forgotten, "test")[:4]), True)
     with torch.no_grad():
@@ -103,27 +133,32 @@ def test_sisa_ensemble_averages_member_logits(unlearn, one_user_forgotten):
         torch.testing.assert_close(scorer.slot_logits(batch), members.mean(1))
 
 
-def test_receraser_retrains_the_forgotten_users_shards_and_its_aggregator(
-        unlearn, one_user_forgotten):
+def test_receraser_retrains_the_users_shard_and_its_aggregator_round_trips(
+        one_user_forgotten, tmp_path):
     shards = json.loads((one_user_forgotten / "shards.json").read_text())
-    record, out = unlearn("receraser", data_dir=one_user_forgotten, epochs=1)
+    options = {"aggregator_hidden": 5, "aggregator_epochs": 3}
+    record, out = run_shards("receraser", one_user_forgotten, tmp_path / "out", options)
     assert record["retrained_shards"] == [shards["user_balanced"]["5"]]
-    assert (out / "aggregator.safetensors").is_file()
-    assert read_meta(out)["aggregation"] == "attention"
-    scorer = load_scorer(out)
-    encoder = scorer.encoder()
-    batch = encoder.collate(encoder.encode(read_split(one_user_forgotten, "test")[:4]), True)
+    meta = read_meta(out)
+    assert meta["aggregation"] == "attention"
+    assert meta["aggregator"] == {"n_members": 8, "hidden": 5}
+    scorer = load_scorer(out)  # a non-default aggregator size loads
+    assert scorer.aggregator.proj.out_features == 5
+    rows = read_split(one_user_forgotten, "test")[:6]
+    batch = scorer.encoder().collate(scorer.encoder().encode(rows), True)
     with torch.no_grad():
         members = scorer.member_logits(batch)
-        from e2urec.backbones.scoring import yes_no_logits
-        yes_no = torch.stack([yes_no_logits(members[:, k], scorer.tokens)
-                              for k in range(members.shape[1])], 1)
-        weights = scorer.aggregator.weights(yes_no)
-    torch.testing.assert_close(weights.sum(-1), torch.ones(4))
+        weights = scorer.aggregator.weights(scorer.member_yes_no(members))
+        expected = (weights.unsqueeze(-1) * members).sum(1)
+        torch.testing.assert_close(scorer.slot_logits(batch), expected)
+    # The learned weights are not the uniform average, and reloading gives the same scores.
+    assert not torch.allclose(weights, torch.full_like(weights, 1 / 8), atol=1e-3)
+    np.testing.assert_allclose(predict(load_scorer(out), rows).p_yes,
+                               predict(scorer, rows).p_yes, atol=1e-6)
 
 
-def test_shard_models_can_be_lora_adapters_on_one_backbone(unlearn, one_user_forgotten):
-    record, out = unlearn("sisa", data_dir=one_user_forgotten, epochs=1, use_lora=True)
+def test_shard_models_can_be_lora_adapters_on_one_backbone(one_user_forgotten, tmp_path):
+    record, out = run_shards("sisa", one_user_forgotten, tmp_path / "out", use_lora=True)
     assert record["shard_models"] == "lora"
     initial_members = read_meta(out / "initial")["members"]
     bases = {read_meta(out / "initial" / m)["base"] for m in initial_members}

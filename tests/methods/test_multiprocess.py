@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -17,6 +18,13 @@ OPTIONS = {"schedule": {"epochs": 2}, "augment_epochs": 1, "stop_rule": "none",
 TOLERANCE = 0.05  # AUC and distance: two processes see the same samples, summed differently
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and sys.platform != "linux",
                     reason="torchrun not available")
 def test_two_processes_complete_and_match_one(prepared_dir, tmp_path):
@@ -31,7 +39,7 @@ def test_two_processes_complete_and_match_one(prepared_dir, tmp_path):
                "--option=schedule.batch_size=8"]
     two = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_port=29517", "-m", "e2urec.cli", "unlearn", "--method", "e2urec",
+               f"--master_port={free_port()}", "-m", "e2urec.cli", "unlearn", "--method", "e2urec",
                "--data", str(prepared_dir), "--original", str(original), "--cpu",
                *sets, *options, "--out", str(two)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

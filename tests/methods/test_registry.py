@@ -44,3 +44,63 @@ def test_registration_checks_the_interface():
 
     with pytest.raises(ValueError, match="two methods are named 'e2urec'"):
         register(Clash)
+
+
+def test_peak_memory_is_each_methods_own_not_the_process_peak_so_far():
+    import numpy as np
+
+    from e2urec.methods.base import PeakMemory
+
+    memory = PeakMemory()
+    memory.start()
+    big = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    big.sum()
+    first = memory.read()
+    del big
+    memory.start()
+    second = memory.read()
+    if first["peak_memory_kind"] != "rss_high_water_mark":
+        pytest.skip("no resettable high-water mark on this platform")
+    assert first["peak_memory_mb"] - second["peak_memory_mb"] > 200
+
+
+def test_unlearn_seconds_run_from_the_original_loaded_to_the_result_saved(prepared_dir,
+                                                                         tmp_path):
+    import time
+
+    from e2urec.methods.base import REGISTRY, Unlearned
+
+    @dataclass
+    class SleepOptions:
+        pass
+
+    class Sleeper(Unlearner):
+        """Loading 0.6 s (not counted), unlearning 0.2 s and saving 0.3 s (counted)."""
+
+        name = "test-sleeper"
+        Options = SleepOptions
+        needs_original = False
+
+        def load_original(self):
+            time.sleep(0.6)
+
+        def unlearn(self, original):
+            time.sleep(0.2)
+            return Unlearned(record={"history": {}})
+
+        def save(self, result):
+            time.sleep(0.3)
+            self.ctx.out_dir.mkdir(parents=True)
+
+        def parameter_counts(self, result):
+            return 1, 2
+
+    register(Sleeper)
+    try:
+        record = run_method("test-sleeper", prepared_dir, None, tiny_backbone(),
+                            quick_train(), {}, tmp_path / "out")
+    finally:
+        del REGISTRY["test-sleeper"]
+    assert 0.5 <= record["unlearn_seconds"] < 0.9
+    assert record["timing"] == "from the Original loaded to the result saved"
+    assert (record["trainable_params"], record["total_params"]) == (1, 2)
