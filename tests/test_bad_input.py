@@ -289,6 +289,7 @@ print("loaded", type(model).__name__)
 """
 
 
+@pytest.mark.slow
 def test_an_e2urec_adapter_loads_with_plain_peft_from_another_directory(
         tmp_path, prepared_dir, model_dir, monkeypatch, capsys):
     work = tmp_path / "work"

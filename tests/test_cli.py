@@ -11,6 +11,7 @@ from tests.helpers import TINY
 TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 
 
+@pytest.mark.slow
 def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     data, model = tmp_path / "data", tmp_path / "model"
     assert main(["prepare", "--data-dir", str(real_ml100k), "--window", "1000",

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 import torch
 
 from e2urec.checkpoints.folders import load_model, read_meta
@@ -90,6 +91,7 @@ def test_stop_rule_logs_a_trajectory_and_says_why_it_stopped(unlearn):
     assert 1 <= len(history["evaluations"]) <= 1 + 2 * (last_epoch + 1)
 
 
+@pytest.mark.slow
 def test_e2urec_moves_the_forget_set_towards_the_retrained_model(
         unlearn, prepared_dir, original_dir):
     retrain, retrain_dir = unlearn("retrain")

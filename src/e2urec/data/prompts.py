@@ -1,4 +1,4 @@
-"""The paper's "simple" prompt template (method.md section 1)."""
+"""The paper's "simple" prompt template (docs/architecture.md, "Protocol")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The forgetting audit (method.md section 7): membership inference and KS forget quality."""
+"""The forgetting audit: membership inference and KS forget quality (docs/architecture.md)."""
 
 from __future__ import annotations
 
