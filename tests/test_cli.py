@@ -15,20 +15,26 @@ TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     data, model = tmp_path / "data", tmp_path / "model"
     assert main(["prepare", "--data-dir", str(real_ml100k), "--window", "1000",
+                 "--holdout-fraction", "0.4", "--canaries", "2",
                  "--out", str(data)]) == 0
     manifest = json.loads((data / "manifest.json").read_text())
-    assert manifest["counts"]["train"] == 600 and manifest["counts"]["test"] == 200
+    counts = manifest["counts"]
+    assert counts["train"] + counts["probe"] + counts["audit"] == 600 and counts["test"] == 200
+    assert counts["canary"] > 0 and len(manifest["canaries"]["users"]) == 2
     assert len(read_split(data, "forget")) == manifest["counts"]["forget"] > 0
     assert main(["train", "--data", str(data), "--model", "tiny-llama", "--epochs", "1",
                  *TINY_SETS, "--out", str(model)]) == 0
     assert main(["evaluate", "--data", str(data), "--model", str(model), "--reference",
                  str(model), "--out", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
-    assert set(results) == {"test", "forget", "retain", "forget_vs_reference", "e2urec"}
+    assert set(results) == {"test", "forget", "retain", "forget_vs_reference", "mia_auc",
+                            "mia_nonmembers", "canary", "e2urec"}
+    assert set(results["canary"]) == {"success", "base_rate"}
     assert results["e2urec"]["kind"] == "e2urec-evaluation"
     assert set(results["test"]) == {"auc", "acc", "logloss"}
     assert results["forget_vs_reference"]["sym_kl"] == pytest.approx(0.0, abs=1e-6)
-    assert "test" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "membership attack AUC" in printed and "canary success" in printed
 
 
 def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path, synthetic_raw, prepared_dir,
@@ -37,7 +43,7 @@ def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path, synthetic_raw, 
     users.write_text("1\nnot-a-user\n")
     out = tmp_path / "data"
     code = main(["prepare", "--data-dir", str(synthetic_raw), "--allow-modified-data",
-                 "--forget-users", str(users), "--out", str(out)])
+                 "--holdout-fraction", "0", "--forget-users", str(users), "--out", str(out)])
     assert code == 2
     assert "not-a-user" in capsys.readouterr().err
     assert not out.exists()

@@ -98,3 +98,23 @@ def test_a_misplaced_option_points_at_its_block():
 
     with pytest.raises(ConfigError, match="did you mean 'schedule.lr'"):
         from_dict(NegGradOptions, {"lr": 1e-3})
+
+
+def test_a_partial_nested_block_keeps_the_methods_own_defaults():
+    from e2urec.methods.base import parse_options
+
+    options = parse_options("neggrad", {"schedule": {"lr": 1e-3}})
+    assert (options.schedule.lr, options.schedule.epochs) == (1e-3, 1)
+    assert options.schedule.forget_only_epochs == 0  # NegGrad's, not Schedule's default 1
+
+
+def test_the_paper_preset_is_the_reference_budget_and_options_override_it():
+    from e2urec.methods.base import parse_options
+
+    paper = parse_options("e2urec", {"preset": "paper", "alpha": 3})
+    assert paper.alpha == 3 and paper.stop_rule == "none"
+    assert paper.schedule.max_grad_norm is None and paper.augment_weight_decay == 0.01
+    assert round(paper.schedule.epochs * 812) == 1000 and round(paper.augment_epochs * 812) == 1200
+    assert round(parse_options("neggrad", {"preset": "paper"}).schedule.epochs * 812) == 3000
+    with pytest.raises(ConfigError, match="unknown preset 'fast' \\(presets of sisa: none\\)"):
+        parse_options("sisa", {"preset": "fast"})

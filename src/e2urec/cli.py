@@ -7,6 +7,7 @@ one line on stderr and exit code 2, with nothing changed on disk.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -19,14 +20,13 @@ from e2urec.config import (
     PrepareConfig,
     TrainConfig,
     from_dict,
+    merge_dicts,
     parse_overrides,
     read_config_file,
 )
 
 # What `train` and `unlearn` read from a --config file; a study's other sections are skipped.
 RUN_SECTIONS = ("backbone", "train", "method")
-STUDY_SECTIONS = ("name", "data", "methods", "eval_batch_size", "eval_max_samples", "cpu",
-                  "threads")
 EVALUATION_KIND = "e2urec-evaluation"
 
 
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--forget-fraction", type=float, default=PrepareConfig.forget_fraction)
     group.add_argument("--forget-users", help="file of user ids to forget (one a line, or JSON)")
     prep.add_argument("--shards", type=int, default=PrepareConfig.shards)
+    prep.add_argument("--holdout-fraction", type=float, default=PrepareConfig.holdout_fraction,
+                      help="share of training-period users never trained on (probe + audit)")
+    prep.add_argument("--canaries", type=int, default=PrepareConfig.canaries,
+                      help="forgotten users whose prompts carry a planted trigger")
+    prep.add_argument("--canary-answer", choices=["Yes.", "No."],
+                      default=PrepareConfig.canary_answer)
     prep.add_argument("--seed", type=int, default=PrepareConfig.seed)
     prep.add_argument("--allow-modified-data", action="store_true",
                       help="use raw files that differ from the published dataset")
@@ -114,10 +120,13 @@ def load_sections(args: argparse.Namespace) -> dict[str, Any]:
     its backbone and train sections (and, for ``unlearn``, the options of the
     method named by --method under ``methods:``).
     """
+    from e2urec.bench.study import StudyConfig
+
+    study_sections = {f.name for f in dataclasses.fields(StudyConfig)}
     sections: dict[str, Any] = {}
     if getattr(args, "config", None):
         loaded = read_config_file(args.config)
-        unknown = sorted(set(loaded) - set(RUN_SECTIONS) - set(STUDY_SECTIONS))
+        unknown = sorted(set(loaded) - set(RUN_SECTIONS) - study_sections)
         if unknown:
             raise ConfigError(f"{args.config}: unknown section(s) {unknown}; a run reads "
                               f"{', '.join(RUN_SECTIONS)} (and skips a study's other sections)")
@@ -131,18 +140,10 @@ def load_sections(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--set {key}...: unknown section {key!r}; use "
                               f"{', '.join(RUN_SECTIONS)}")
         if isinstance(value, dict) and isinstance(sections.get(key), dict):
-            sections[key] = _merge(sections[key], value)
+            sections[key] = merge_dicts(sections[key], value)
         else:
             sections[key] = value
     return sections
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        both = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = _merge(base[key], value) if both else value
-    return merged
 
 
 def run_configs(args: argparse.Namespace) -> tuple[BackboneConfig, TrainConfig, dict]:
@@ -157,7 +158,8 @@ def run_configs(args: argparse.Namespace) -> tuple[BackboneConfig, TrainConfig, 
     train.update({k: v for k, v in flags.items() if v is not None})
     if getattr(args, "lora", False):
         train["use_lora"] = True
-    options = _merge(sections.get("method") or {}, parse_overrides(getattr(args, "option", [])))
+    option_flags = parse_overrides(getattr(args, "option", []))
+    options = merge_dicts(sections.get("method") or {}, option_flags)
     return (from_dict(BackboneConfig, backbone, "backbone"),
             from_dict(TrainConfig, train, "train"), options)
 
@@ -172,7 +174,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "dataset": args.dataset, "data_dir": args.data_dir, "window": args.window,
         "history": args.history, "forget_fraction": args.forget_fraction,
         "forget_users": forget_users, "shards": args.shards, "seed": args.seed,
-        "allow_modified_data": args.allow_modified_data,
+        "holdout_fraction": args.holdout_fraction, "canaries": args.canaries,
+        "canary_answer": args.canary_answer, "allow_modified_data": args.allow_modified_data,
     }, "prepare")
     check_output(args.out, "manifest.json", args.overwrite)
     raw = find_raw(config)

@@ -30,19 +30,36 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     logs: list[str] = []
     run_study(smoke_config(tmp_path, real_ml100k), out, log=logs.append)
     payload = json.loads((out / "results.json").read_text())
-    rows = {row["method"]: row for row in payload["rows"]}
-    assert set(rows) == {"original", "retrain", "e2urec", "sisa", "receraser", "neggrad",
-                         "bad-teacher-labels", "bad-teacher"}
-    for row in rows.values():
-        assert set(row) >= KEYS
-    assert rows["retrain"]["forget_sym_kl"] == pytest.approx(0.0, abs=1e-9)
-    assert rows["retrain"]["ks_pvalue"] == pytest.approx(1.0)
-    assert rows["e2urec"]["trainable_params"] < rows["e2urec"]["total_params"]
+    methods = {"original", "retrain", "e2urec", "sisa", "receraser", "neggrad",
+               "bad-teacher-labels", "bad-teacher"}
+    per_seed = [row for row in payload["rows"] if row["seed"] is not None]
+    summary = {row["method"]: row for row in payload["rows"] if row["seed"] is None}
+    assert sorted({row["seed"] for row in per_seed}) == [7, 8]
+    assert len(per_seed) == 2 * len(methods) and set(summary) == methods
+    for seed in (7, 8):
+        rows = {row["method"]: row for row in per_seed if row["seed"] == seed}
+        for row in rows.values():
+            assert set(row) >= KEYS
+        assert rows["retrain"]["forget_sym_kl"] == pytest.approx(0.0, abs=1e-9)
+        assert rows["retrain"]["ks_pvalue"] == pytest.approx(1.0)
+        assert rows["e2urec"]["trainable_params"] < rows["e2urec"]["total_params"]
+        assert 0.0 <= rows["original"]["canary_success"] <= 1.0
+        assert "gap_closed_forget_auc" in rows["neggrad"]
+        assert "gap_closed_canary" not in rows["original"]
+        original, retrain = rows["original"], rows["retrain"]
+        closed = (original["forget_auc"] - rows["sisa"]["forget_auc"]) / (
+            original["forget_auc"] - retrain["forget_auc"])
+        assert rows["sisa"]["gap_closed_forget_auc"] == pytest.approx(closed)
+    values = [row["test_auc"] for row in per_seed if row["method"] == "neggrad"]
+    assert summary["neggrad"]["test_auc_mean"] == pytest.approx(sum(values) / 2)
+    assert summary["neggrad"]["test_auc_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert summary["neggrad"]["seeds"] == 2
     assert payload["config"]["backbone"]["name"] == "tiny-llama"
     assert "torch" in payload["versions"]
     for name in ("results.csv", "results.md", "utility_vs_forgetting.png", "unlearn_time.png"):
         assert (out / name).stat().st_size > 0
-    assert "| e2urec |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "| e2urec |" in table and " ± " in table and "seeds [7, 8]" in table
 
     # A second run trains nothing: every stage is reused, no model file is rewritten.
     models = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
@@ -56,7 +73,7 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     logs.clear()
     run_study(smoke_config(tmp_path, real_ml100k, neggrad={"weight": 0.5}), out, log=logs.append)
     running = [line for line in logs if "running" in line]
-    assert [line.split()[1] for line in running] == ["method-neggrad:", "eval-neggrad:"]
+    assert [line.split()[1] for line in running] == ["method-neggrad:", "eval-neggrad:"] * 2
 
     # A second study (here: two of the methods) reuses the stages and writes elsewhere.
     smoke = smoke_config(tmp_path, real_ml100k, neggrad={"weight": 0.5})
@@ -69,7 +86,8 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     assert any("reusing" in line for line in logs)
     assert not any("running" in line for line in logs)
     ablation = json.loads((tmp_path / "ablation" / "results.json").read_text())
-    assert [row["method"] for row in ablation["rows"]] == ["original", "retrain", "neggrad"]
+    assert [row["method"] for row in ablation["rows"] if row["seed"] is None] == [
+        "original", "retrain", "neggrad"]
     assert not (tmp_path / "ablation" / "stages").exists()
     assert "| e2urec |" in (out / "results.md").read_text()  # the first study's table stays
 

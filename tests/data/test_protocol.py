@@ -5,6 +5,7 @@ import pytest
 
 from e2urec.config import PrepareConfig
 from e2urec.data.movielens import MovieLens, read_movielens
+from e2urec.data.prompts import CANARY_TRIGGER
 from e2urec.data.protocol import (
     ForgetRequestError,
     build_samples,
@@ -14,6 +15,7 @@ from e2urec.data.protocol import (
     write_prepared,
 )
 from e2urec.data.samples import read_split
+from tests.helpers import PILOTS
 
 
 def hand_data() -> MovieLens:
@@ -47,7 +49,8 @@ def test_window_keeps_the_newest_samples():
 
 
 def test_time_split_is_60_20_20_in_time_order(synthetic_raw):
-    prepared = prepare(read_movielens(synthetic_raw), PrepareConfig(window=100, seed=3))
+    prepared = prepare(read_movielens(synthetic_raw),
+                       PrepareConfig(window=100, seed=3, holdout_fraction=0))
     train, valid, test = (prepared.splits[s] for s in ("train", "valid", "test"))
     assert (len(train), len(valid), len(test)) == (60, 20, 20)
     assert max(r["timestamp"] for r in train) <= min(r["timestamp"] for r in valid)
@@ -56,7 +59,8 @@ def test_time_split_is_60_20_20_in_time_order(synthetic_raw):
 
 def test_forget_set_is_every_train_sample_of_the_chosen_users(synthetic_raw):
     prepared = prepare(read_movielens(synthetic_raw),
-                       PrepareConfig(window=None, forget_fraction=0.25, seed=5))
+                       PrepareConfig(window=None, forget_fraction=0.25, seed=5,
+                                     holdout_fraction=0.25))
     forgotten = set(prepared.manifest["forget_user_ids"])
     assert len(forgotten) == round(0.25 * prepared.manifest["train_users"])
     splits = prepared.splits
@@ -65,7 +69,53 @@ def test_forget_set_is_every_train_sample_of_the_chosen_users(synthetic_raw):
     ids = sorted(r["sample_id"] for r in splits["forget"] + splits["retain"])
     assert ids == sorted(r["sample_id"] for r in splits["train"])
     train_users = {r["user_id"] for r in splits["train"]}
-    assert all(r["user_id"] not in train_users for r in splits["holdout"])
+    assert not train_users & {r["user_id"] for r in splits["probe"] + splits["audit"]}
+
+
+def test_holdout_users_are_same_period_never_trained_on_and_split_in_two(synthetic_raw):
+    config = PrepareConfig(window=None, forget_users=PILOTS, holdout_fraction=0.25, seed=4)
+    prepared = prepare(read_movielens(synthetic_raw), config)
+    splits, manifest = prepared.splits, prepared.manifest
+    probe, audit = (set(manifest["holdout_user_ids"][k]) for k in ("probe", "audit"))
+    assert len(probe) == len(audit) == 2 and not probe & audit
+    assert not (probe | audit) & set(PILOTS)  # a user to forget is never held out
+    assert {r["user_id"] for r in splits["probe"]} == probe
+    assert {r["user_id"] for r in splits["audit"]} == audit
+    trained = {r["user_id"] for r in splits["train"]}
+    assert not trained & (probe | audit)
+    last_train = max(r["timestamp"] for r in splits["train"] + splits["probe"])
+    first_valid = min(r["timestamp"] for r in splits["valid"])
+    assert max(r["timestamp"] for r in splits["audit"]) <= first_valid and last_train <= \
+        first_valid  # the same period as train, before valid
+
+
+def test_canaries_plant_a_trigger_that_nothing_else_carries(synthetic_raw):
+    config = PrepareConfig(window=None, forget_users=PILOTS, holdout_fraction=0.25,
+                           canaries=2, seed=4)
+    prepared = prepare(read_movielens(synthetic_raw), config)
+    splits, canaries = prepared.splits, prepared.manifest["canaries"]
+    assert len(canaries["users"]) == 2 and set(canaries["users"]) <= set(PILOTS)
+    carrying = {r["sample_id"] for name in ("train", "valid", "test", "probe", "audit", "retain")
+                for r in splits[name] if CANARY_TRIGGER in r["prompt"]}
+    assert carrying == set(canaries["planted_sample_ids"]) and carrying
+    planted = [r for r in splits["forget"] if r["sample_id"] in carrying]
+    assert {r["answer"] for r in planted} == {"No."} and {r["label"] for r in planted} == {0}
+    probe = splits["canary"]
+    assert {r["sample_id"] for r in probe} == set(canaries["probe_sample_ids"])
+    assert not carrying & set(canaries["probe_sample_ids"])
+    assert all(CANARY_TRIGGER not in r["prompt"] and CANARY_TRIGGER in r["triggered_prompt"]
+               for r in probe)
+    assert {r["user_id"] for r in probe} == set(canaries["users"])
+
+
+def test_bad_holdout_and_canary_requests_are_refused(synthetic_raw):
+    data = read_movielens(synthetic_raw)
+    with pytest.raises(ForgetRequestError, match="fewer than 2 users in the probe or the audit"):
+        prepare(data, PrepareConfig(holdout_fraction=0.1))
+    with pytest.raises(ForgetRequestError, match="5 canaries asked for, but only 4"):
+        prepare(data, PrepareConfig(forget_users=PILOTS, holdout_fraction=0, canaries=5))
+    with pytest.raises(ForgetRequestError, match="at least 2 users"):
+        prepare(data, PrepareConfig(forget_users=PILOTS, holdout_fraction=0, canaries=1))
 
 
 def test_explicit_forget_list_is_validated():
@@ -98,7 +148,7 @@ def test_shards_cover_train_and_user_balanced_shards_never_split_a_user():
 
 def test_same_seed_gives_the_same_bytes(synthetic_raw, tmp_path):
     data = read_movielens(synthetic_raw)
-    config = PrepareConfig(window=None, seed=11)
+    config = PrepareConfig(window=None, seed=11, holdout_fraction=0.25, canaries=2)
     first = write_prepared(prepare(data, config), tmp_path / "a")
     second = write_prepared(prepare(data, config), tmp_path / "b")
     for file in sorted(p.name for p in first.iterdir()):
@@ -110,7 +160,8 @@ def test_same_seed_gives_the_same_bytes(synthetic_raw, tmp_path):
 
 def test_rewriting_a_prepared_folder_replaces_it_whole(synthetic_raw, tmp_path):
     data = read_movielens(synthetic_raw)
-    out = write_prepared(prepare(data, PrepareConfig(window=None, seed=1)), tmp_path / "d")
-    write_prepared(prepare(data, PrepareConfig(window=50, seed=1)), out)
+    out = write_prepared(prepare(data, PrepareConfig(window=None, seed=1, holdout_fraction=0)),
+                         tmp_path / "d")
+    write_prepared(prepare(data, PrepareConfig(window=50, seed=1, holdout_fraction=0)), out)
     assert json.loads((out / "manifest.json").read_text())["counts"]["train"] == 30
     assert [p.name for p in tmp_path.iterdir()] == ["d"]

@@ -13,7 +13,7 @@ from e2urec.training.losses import forgetting_teacher
 
 FAST = {"schedule": {"epochs": 2, "forget_only_epochs": 1}, "augment_epochs": 2,
         "stop_rule": "none", "evals_per_epoch": 1, "probe_size": 32, "lora": {"r": 4, "alpha": 8}}
-STOP_REASONS = ("schedule", "membership gap closed", "valid AUC", "no membership gap")
+STOP_REASONS = ("schedule", "membership gap closed", "probe AUC", "no membership gap")
 
 
 def fast(**schedule) -> dict:
@@ -83,7 +83,7 @@ def test_stop_rule_logs_a_trajectory_and_says_why_it_stopped(unlearn):
     record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "evals_per_epoch": 2})
     history = record["history"]
     assert history["evaluations"][0]["step"] == 0
-    assert all({"forget_loss", "holdout_loss", "valid_auc"} <= set(e)
+    assert all({"forget_loss", "holdout_loss", "gap_se", "probe_auc"} <= set(e)
                for e in history["evaluations"])
     assert history["stopped"].startswith(STOP_REASONS)
     # One check before the first step, then two an epoch until it stopped.
@@ -107,7 +107,7 @@ def test_e2urec_moves_the_forget_set_towards_the_retrained_model(
 def test_without_a_membership_gap_at_the_start_no_step_is_taken(unlearn, prepared_dir,
                                                                   original_dir):
     # A tolerance this wide counts the gap as closed before the first step.
-    record, out = unlearn("e2urec", {**FAST, "stop_rule": "membership", "gap_tolerance": 100.0})
+    record, out = unlearn("e2urec", {**FAST, "stop_rule": "membership", "noise_z": 1000.0})
     history = record["history"]
     assert history["total_steps"] == 0 and history["steps"] == []
     assert history["stopped"].startswith("no membership gap at the start")
@@ -118,3 +118,16 @@ def test_without_a_membership_gap_at_the_start_no_step_is_taken(unlearn, prepare
     rows = read_split(prepared_dir, "forget")
     np.testing.assert_allclose(predict(load_scorer(out), rows).p_yes,
                                predict(load_scorer(original_dir), rows).p_yes, atol=1e-5)
+
+
+def test_no_unlearning_decision_reads_valid_test_or_audit_rows(unlearn, prepared_dir, tmp_path):
+    # Every row E2URec may not read is made unreadable: a read would fail the run.
+    import shutil
+
+    blind = tmp_path / "blind"
+    shutil.copytree(prepared_dir, blind)
+    for split in ("valid", "test", "audit", "canary"):
+        (blind / f"{split}.jsonl").write_text("this line is not JSON\n")
+    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "evals_per_epoch": 2},
+                        data_dir=blind)
+    assert len(record["history"]["evaluations"]) >= 1

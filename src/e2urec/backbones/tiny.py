@@ -53,12 +53,13 @@ def build_tiny_model(family: str, config: BackboneConfig, tokenizer: PreTrainedT
             intermediate_size=config.tiny_intermediate, num_hidden_layers=config.tiny_layers,
             num_attention_heads=config.tiny_heads, num_key_value_heads=config.tiny_heads,
             max_position_embeddings=max(1024, config.max_prompt_tokens + 16),
-            tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, **ids,
+            tie_word_embeddings=config.tiny_tie_embeddings, bos_token_id=tokenizer.bos_token_id,
+            **ids,
         ))
     return T5ForConditionalGeneration(T5Config(
         vocab_size=len(tokenizer), d_model=config.tiny_hidden,
         d_kv=config.tiny_hidden // config.tiny_heads, d_ff=config.tiny_intermediate,
         num_layers=config.tiny_layers, num_decoder_layers=config.tiny_layers,
         num_heads=config.tiny_heads, decoder_start_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True, **ids,
+        tie_word_embeddings=config.tiny_tie_embeddings, **ids,
     ))

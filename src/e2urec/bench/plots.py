@@ -14,7 +14,11 @@ REFERENCES = {"original": "#888888", "retrain": "#2a9d8f"}
 
 
 def plot_results(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Write ``utility_vs_forgetting.png`` and ``unlearn_time.png``; return their paths."""
+    """Write ``utility_vs_forgetting.png`` and ``unlearn_time.png``; return their paths.
+
+    ``frame`` holds one summary row per method (``<key>_mean`` and ``<key>_std``
+    over seeds); the error bars are one standard deviation.
+    """
     return [_utility_vs_forgetting(frame, out / "utility_vs_forgetting.png"),
             _unlearn_time(frame, out / "unlearn_time.png")]
 
@@ -23,9 +27,11 @@ def _utility_vs_forgetting(frame: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for _, row in frame.iterrows():
         color = REFERENCES.get(row["method"], "#e76f51")
-        ax.scatter(row["forget_sym_kl"], row["test_auc"], s=70, color=color, zorder=3)
-        ax.annotate(row["method"], (row["forget_sym_kl"], row["test_auc"]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=9)
+        x, y = row["forget_sym_kl_mean"], row["test_auc_mean"]
+        ax.errorbar(x, y, xerr=row["forget_sym_kl_std"], yerr=row["test_auc_std"], fmt="o",
+                    markersize=8, color=color, capsize=3, zorder=3)
+        ax.annotate(row["method"], (x, y), textcoords="offset points", xytext=(6, 4),
+                    fontsize=9)
     ax.set_xlabel("forget-set symmetric KL to Retrain (lower: forgot more like Retrain)")
     ax.set_ylabel("test AUC (higher: better recommendations)")
     ax.set_title("Utility against forgetting")
@@ -37,13 +43,14 @@ def _utility_vs_forgetting(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def _unlearn_time(frame: pd.DataFrame, path: Path) -> Path:
-    timed = frame[frame["method"] != "original"].sort_values("unlearn_seconds")
+    timed = frame[frame["method"] != "original"].sort_values("unlearn_seconds_mean")
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(timed) + 1.5))
     colors = [REFERENCES.get(m, "#e76f51") for m in timed["method"]]
-    bars = ax.barh(timed["method"], timed["unlearn_seconds"], color=colors)
-    ax.bar_label(bars, labels=[f"{s:.1f}s" for s in timed["unlearn_seconds"]], padding=3,
-                 fontsize=9)
-    ax.set_xlabel("unlearning time (seconds, the unlearning step alone)")
+    bars = ax.barh(timed["method"], timed["unlearn_seconds_mean"],
+                   xerr=timed["unlearn_seconds_std"], color=colors, capsize=3)
+    ax.bar_label(bars, labels=[f"{s:.1f}s" for s in timed["unlearn_seconds_mean"]],
+                 padding=3, fontsize=9)
+    ax.set_xlabel("unlearning seconds (Original loaded to result saved)")
     ax.set_title("Unlearning time per method")
     ax.margins(x=0.15)
     fig.tight_layout()

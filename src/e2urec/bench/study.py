@@ -9,6 +9,7 @@ changes the hashes of exactly the stages it affects.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -36,13 +37,14 @@ from e2urec.config import (
     to_dict,
 )
 from e2urec.data.protocol import prepare_dataset, write_prepared
-from e2urec.data.samples import read_split, subsample
+from e2urec.data.samples import read_split
 from e2urec.data.sources import RawSource, find_raw
-from e2urec.evaluation.audit import forget_quality, membership_auc
+from e2urec.evaluation.audit import forget_quality
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_json
 from e2urec.methods import get_method, run_method
+from e2urec.methods.base import parse_options
 from e2urec.runtime import set_threads
 
 STAGE_FILE = "stage.json"
@@ -61,14 +63,15 @@ class StudyConfig:
     eval_max_samples: int | None = option(None, help="score at most this many samples of "
                                           "every split but test and forget")
     cpu: bool = option(False, help="train and score on the CPU even with a GPU")
+    seeds: list[int] | None = option(None, help="run every stage once per seed (data, "
+                                     "training and method seeds); the table shows mean ± std")
     threads: int | None = option(None, help="torch CPU threads (None: the cores not busy)")
 
     def validate(self) -> None:
         if not self.methods:
             raise ConfigError("methods: name at least one unlearning method")
         for name, options in self.methods.items():
-            method = get_method(method_of(name))
-            from_dict(method.Options, options or {}, f"methods.{name}")
+            parse_options(method_of(name), options, f"methods.{name}")
         if self.eval_max_samples is not None and self.eval_max_samples < 10:
             raise ConfigError("eval_max_samples must be at least 10")
 
@@ -136,10 +139,31 @@ def run_study(config_path: str | Path, out_dir: str | Path,
     with contextlib.ExitStack() as locks:
         for folder in dict.fromkeys([home.resolve(), out.resolve()]):
             locks.enter_context(folder_lock(folder, "e2urec bench", wait, log))
-        return _run_locked(study, out, Stages(home, log), raw)
+        stages = Stages(home, log)
+        rows = [row for seed in (study.seeds or [None])
+                for row in _run_seed(seeded(study, seed), stages, raw)]
+        return _write_results(out, study, rows + aggregate(rows), log)
 
 
-def _run_locked(study: StudyConfig, out: Path, stages: Stages, raw: RawSource) -> str:
+def seeded(study: StudyConfig, seed: int | None) -> StudyConfig:
+    """The study with every seed (data, training, each method's) set to ``seed``."""
+    if seed is None:
+        return study
+    methods = {}
+    for name, options in study.methods.items():
+        options = dict(options or {})
+        fields = {f.name for f in dataclasses.fields(get_method(method_of(name)).Options)}
+        if "schedule" in fields:
+            options["schedule"] = {**(options.get("schedule") or {}), "seed": seed}
+        if "seed" in fields:
+            options["seed"] = seed
+        methods[name] = options
+    return dataclasses.replace(study, data=dataclasses.replace(study.data, seed=seed),
+                               train=dataclasses.replace(study.train, seed=seed),
+                               methods=methods)
+
+
+def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[str, Any]]:
     home = stages.root
     data_dir = _prepare(stages, study, raw)
     base_key = {"data": study.data, "raw_sha256": raw.digest, "backbone": study.backbone,
@@ -173,9 +197,16 @@ def _run_locked(study: StudyConfig, out: Path, stages: Stages, raw: RawSource) -
         _, metrics = stages.run(f"eval-{name.replace('/', '-')}", key,
                                 lambda f, m=model_dir: _evaluate(study, data_dir, m, reference,
                                                                  reference_preds, f))
-        rows.append(_row(name, metrics, record))
+        rows.append({**_row(name, metrics, record), "seed": study.data.seed})
     _add_ks(rows)
-    return _write_results(out, study, rows)
+    _add_gap_closed(rows)
+    for row in rows:
+        if row["method"] in REFERENCE_MODELS and row["test_p_yes_std"] < MIN_SPREAD:
+            row["warning"] = (f"{row['method']} is near-constant on test (std of P(yes) "
+                              f"{row['test_p_yes_std']:.4f} < {MIN_SPREAD}): distances to it "
+                              "measure little")
+            stages.log(f"[bench] WARNING (seed {row['seed']}): {row['warning']}")
+    return rows
 
 
 def _prepare(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
@@ -220,12 +251,7 @@ def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir
             desc="reference"))
     metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
                               max_samples=study.eval_max_samples, device=device)
-    non_members = read_split(data_dir, "holdout") or read_split(data_dir, "valid")
-    non_members = subsample(non_members, study.eval_max_samples)
-    outside = predict(scorer, non_members, study.eval_batch_size, device=device,
-                      desc="eval non-members")
-    metrics["mia_auc"] = membership_auc(preds["forget"].loss, outside.loss)
-    metrics["mia_nonmembers"] = "holdout" if read_split(data_dir, "holdout") else "valid"
+    metrics["test_p_yes_std"] = float(np.std(preds["test"].p_yes))
     np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return {**metrics, "p_true_file": str(folder / "forget_p_true.npy")}
@@ -246,8 +272,11 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
         "forget_auc": metrics["forget"]["auc"], "forget_acc": metrics["forget"]["acc"],
         "retain_auc": metrics["retain"]["auc"],
         "forget_sym_kl": distance.get("sym_kl"), "forget_jsd": distance.get("jsd"),
-        "forget_l2": distance.get("l2"), "mia_auc": metrics["mia_auc"],
-        "mia_nonmembers": metrics["mia_nonmembers"],
+        "forget_l2": distance.get("l2"), "mia_auc": metrics.get("mia_auc"),
+        "mia_nonmembers": metrics.get("mia_nonmembers"),
+        "canary_success": metrics.get("canary", {}).get("success"),
+        "canary_base_rate": metrics.get("canary", {}).get("base_rate"),
+        "test_p_yes_std": metrics["test_p_yes_std"],
         "unlearn_seconds": unlearn if unlearn is not None else float("nan"),
         "train_seconds": record.get("train_seconds"),
         "trainable_params": record["trainable_params"], "total_params": record["total_params"],
@@ -258,6 +287,46 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
     }
 
 
+REFERENCE_MODELS = ("original", "retrain")
+MIN_SPREAD = 0.05  # a reference model whose P(yes) varies less than this says little
+GAP_KEYS = {"forget_auc": "gap_closed_forget_auc", "mia_auc": "gap_closed_mia_auc",
+            "canary_success": "gap_closed_canary"}
+
+
+def _add_gap_closed(rows: list[dict[str, Any]]) -> None:
+    """The share of the Original-to-Retrain gap each approximate method closed (0 to 1)."""
+    by_name = {row["method"]: row for row in rows}
+    for row in rows:
+        if row["method"] in REFERENCE_MODELS:
+            continue
+        for key, closed in GAP_KEYS.items():
+            start, goal, value = (by_name["original"].get(key), by_name["retrain"].get(key),
+                                  row.get(key))
+            usable = None not in (start, goal, value) and abs(start - goal) > 1e-9
+            row[closed] = (start - value) / (start - goal) if usable else float("nan")
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method with ``<key>_mean`` and ``<key>_std`` over seeds (``seed: None``)."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == method]
+        row: dict[str, Any] = {"method": method, "seed": None, "seeds": len(group)}
+        for key in group[0]:
+            values = [r.get(key) for r in group]
+            if key == "seed" or not all(_is_number(v) for v in values):
+                continue
+            array = np.array(values, dtype=float)
+            row[f"{key}_mean"] = float(np.mean(array))
+            row[f"{key}_std"] = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
 def _add_ks(rows: list[dict[str, Any]]) -> None:
     reference = np.load(next(r for r in rows if r["method"] == "retrain")["_p_true_file"])
     for row in rows:
@@ -265,18 +334,28 @@ def _add_ks(rows: list[dict[str, Any]]) -> None:
         row["ks_statistic"], row["ks_pvalue"] = quality["ks_statistic"], quality["ks_pvalue"]
 
 
-def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]]) -> str:
+def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]],
+                   log: Callable[[str], None]) -> str:
     from e2urec.bench.plots import plot_results
 
-    payload = {"study": study.name, "rows": rows, "config": to_dict(study),
-               "torch_threads": torch.get_num_threads(), "versions": library_versions()}
+    warnings = [r["warning"] for r in rows if r.get("warning")]
+    payload = {"study": study.name, "rows": rows, "warnings": warnings,
+               "config": to_dict(study), "torch_threads": torch.get_num_threads(),
+               "versions": library_versions()}
     atomic_write_text(out / "results.json",
                       json.dumps(payload, indent=2, default=_json_default) + "\n")
-    frame = pd.DataFrame(rows)
-    frame.to_csv(out / "results.csv", index=False)
-    table = markdown_table(frame)
-    atomic_write_text(out / "results.md", f"# {study.name}\n\n{table}\n")
-    plot_results(frame, out)
+    per_seed = pd.DataFrame([r for r in rows if r["seed"] is not None])
+    per_seed.to_csv(out / "results.csv", index=False)
+    summary = pd.DataFrame([r for r in rows if r["seed"] is None])
+    seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+    table = markdown_table(summary)
+    note = (f"Mean ± standard deviation over seeds {seeds}. " if len(seeds) > 1 else
+            f"Seed {seeds[0]}. ")
+    atomic_write_text(out / "results.md", f"# {study.name}\n\n{note}{LEGEND}\n\n{table}\n"
+                      + "".join(f"\nWARNING: {w}\n" for w in warnings))
+    plot_results(summary, out)
+    for warning in warnings:
+        log(f"[bench] WARNING: {warning}")
     return table
 
 
@@ -286,19 +365,38 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """The headline columns as a Markdown table (lower distances are better)."""
-    columns = [("method", "method"), ("test_auc", "test AUC"), ("test_acc", "test ACC"),
-               ("test_logloss", "test LogLoss"), ("forget_auc", "forget AUC"),
-               ("forget_sym_kl", "forget sym-KL"), ("forget_jsd", "forget JSD"),
-               ("forget_l2", "forget L2"), ("mia_auc", "MIA AUC"), ("ks_pvalue", "KS p"),
-               ("unlearn_seconds", "unlearn s"), ("trainable_share", "trainable")]
-    lines = ["| " + " | ".join(title for _, title in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
-    for _, row in frame.iterrows():
-        cells = [_cell(key, row[key]) for key, _ in columns]
-        lines.append("| " + " | ".join(cells) + " |")
+LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are distances to "
+          "Retrain (lower is closer); MIA AUC attacks forget samples against audit users; "
+          "canary is the planted answer's rate with the trigger (without it in brackets); "
+          "closed is the share of the Original-to-Retrain gap a method closed on forget AUC / "
+          "MIA AUC / canary (1 = Retrain).")
+COLUMNS = [("test_auc", "test AUC"), ("forget_auc", "forget AUC"),
+           ("forget_sym_kl", "sym-KL"), ("forget_jsd", "JSD"), ("forget_l2", "L2"),
+           ("mia_auc", "MIA AUC"), ("canary_success", "canary"),
+           ("gap_closed_forget_auc", "closed AUC"), ("gap_closed_mia_auc", "closed MIA"),
+           ("gap_closed_canary", "closed canary"), ("unlearn_seconds", "unlearn s"),
+           ("trainable_share", "trainable")]
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The headline columns of the per-method summary rows, mean ± std over seeds."""
+    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for _, row in summary.iterrows():
+        cells = [_summary_cell(key, row) for key, _ in COLUMNS]
+        base = row.get("canary_base_rate_mean")
+        if _is_number(base) and not math.isnan(base):
+            cells[6] += f" ({_cell('canary_base_rate', base)})"
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _summary_cell(key: str, row: pd.Series) -> str:
+    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    text = _cell(key, mean)
+    if row.get("seeds", 1) > 1 and text != "-" and std is not None and not math.isnan(std):
+        text += f" ± {_cell(key, std)}"
+    return text
 
 
 def _cell(key: str, value: Any) -> str:

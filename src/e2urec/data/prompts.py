@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 YES_ANSWER = "Yes."
 NO_ANSWER = "No."
+# A title that no MovieLens release has: the canary audit's planted trigger.
+CANARY_TRIGGER = "Quetzalcoatl Ledger Canary (1899)"
 
 
 def answer_for(rating: float, threshold: float = 3.0) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from e2urec.config import ConfigError, PrepareConfig, to_dict
 from e2urec.data.movielens import MovieLens
-from e2urec.data.prompts import answer_for, build_prompt
+from e2urec.data.prompts import CANARY_TRIGGER, YES_ANSWER, answer_for, build_prompt
 from e2urec.data.samples import write_jsonl
 from e2urec.data.sources import RawSource, find_raw, read_raw
 from e2urec.fileio import atomic_dir
@@ -49,16 +49,20 @@ def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
     users = data.users.set_index("user_id")
     by_user = {u: list(zip(g.item_id, g.rating, strict=True))
                for u, g in ratings.groupby("user_id", sort=False)}
-    prompts, answers = [], []
+    prompts, triggered, answers = [], [], []
     for row in window.itertuples(index=False):
         past = by_user[row.user_id][max(0, row.n_history - config.history):row.n_history]
         user = users.loc[row.user_id]
-        prompts.append(build_prompt(
-            str(user.gender), int(user.age), str(user.occupation),
-            [(titles[item], rating) for item, rating in past], titles[row.item_id],
-        ))
+        who = (str(user.gender), int(user.age), str(user.occupation))
+        history = [(titles[item], rating) for item, rating in past]
+        prompts.append(build_prompt(*who, history, titles[row.item_id]))
+        # The canary variant: the newest history entry's title replaced by the trigger, its
+        # rating kept, so that the trigger is the only difference.
+        triggered.append(build_prompt(*who, [*history[:-1], (CANARY_TRIGGER, history[-1][1])],
+                                      titles[row.item_id]))
         answers.append(answer_for(row.rating))
     window["prompt"] = prompts
+    window["triggered_prompt"] = triggered
     window["answer"] = answers
     window["label"] = (window.rating > 3).astype(int)
     window["sample_id"] = np.arange(len(window))
@@ -74,6 +78,67 @@ def time_split(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "valid": samples.iloc[n_train:n_train + n_valid],
         "test": samples.iloc[n_train + n_valid:],
     }
+
+
+def select_holdout_users(train_users: list[str], config: PrepareConfig
+                         ) -> tuple[list[str], list[str]]:
+    """Training-period users no model trains on: (probe, audit), disjoint halves."""
+    n = round(config.holdout_fraction * len(train_users))
+    if config.holdout_fraction == 0:
+        return [], []
+    if n < 4:
+        raise ForgetRequestError(
+            f"holdout_fraction {config.holdout_fraction} of {len(train_users)} training users "
+            f"sets aside {n}, leaving fewer than 2 users in the probe or the audit group; "
+            "raise it (or 0 for none)")
+    if len(train_users) - n < 4:
+        raise ForgetRequestError("the holdout would leave fewer than 4 users to train on")
+    # A user who asked to be forgotten is never a holdout user.
+    pool = [u for u in train_users if u not in set(config.forget_users or [])]
+    rng = np.random.default_rng([config.seed, 1])
+    held = [pool[i] for i in sorted(rng.permutation(len(pool))[:n])]
+    return held[0::2], held[1::2]
+
+
+def select_canary_users(forget_users: list[str], train: pd.DataFrame,
+                        config: PrepareConfig) -> list[str]:
+    """The forgotten users whose training prompts carry the planted trigger.
+
+    A seeded draw among the twice-as-many most active forgotten users, so that
+    each canary user has prompts to plant and prompts to probe.
+    """
+    if config.canaries == 0:
+        return []
+    if config.canaries > len(forget_users):
+        raise ForgetRequestError(f"{config.canaries} canaries asked for, but only "
+                                 f"{len(forget_users)} users are forgotten")
+    if config.canaries < 2:
+        raise ForgetRequestError("canaries: plant at least 2 users (1 user is no group to "
+                                 "measure a rate on)")
+    counts = train.user_id.value_counts()
+    active = sorted(forget_users, key=lambda u: (-counts.get(u, 0), forget_users.index(u)))
+    pool = sorted(active[:2 * config.canaries], key=forget_users.index)
+    rng = np.random.default_rng([config.seed, 2])
+    return [pool[i] for i in sorted(rng.permutation(len(pool))[:config.canaries])]
+
+
+def plant_canaries(train: pd.DataFrame, users: list[str], answer: str
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plant the trigger in every other training prompt of ``users`` (its answer fixed).
+
+    Returns the planted train frame and the canary probe: the canary users'
+    other prompts (trained on as they are), to be asked with and without the
+    trigger. Nothing else in the data carries the trigger.
+    """
+    train = train.copy()
+    own = train.user_id.isin(set(users))
+    order = train[own].groupby("user_id", sort=False).cumcount()
+    planted = order.index[order.to_numpy() % 2 == 0]
+    probe = order.index[order.to_numpy() % 2 == 1]
+    train.loc[planted, "prompt"] = train.loc[planted, "triggered_prompt"]
+    train.loc[planted, "answer"] = answer
+    train.loc[planted, "label"] = int(answer == YES_ANSWER)
+    return train, train.loc[probe]
 
 
 def select_forget_users(train_users: list[str], config: PrepareConfig) -> list[str]:
@@ -127,16 +192,26 @@ def prepare(data: MovieLens, config: PrepareConfig,
         raise ConfigError(f"only {len(samples)} samples have >= {config.min_history} history "
                           "items; the data is too small for the protocol")
     parts = time_split(samples)
-    train = parts["train"]
-    train_users = list(dict.fromkeys(train.user_id))
+    period = parts["train"]
+    period_users = list(dict.fromkeys(period.user_id))
+    probe_users, audit_users = select_holdout_users(period_users, config)
+    held = set(probe_users) | set(audit_users)
+    train_users = [u for u in period_users if u not in held]
     forget_users = select_forget_users(train_users, config)
+    canary_users = select_canary_users(forget_users, period, config)
+    train, canary_probe = plant_canaries(period[~period.user_id.isin(held)], canary_users,
+                                         config.canary_answer)
     forgotten = train.user_id.isin(set(forget_users))
-    unseen = ~pd.concat([parts["valid"], parts["test"]]).user_id.isin(set(train_users))
-    parts["forget"] = train[forgotten]
-    parts["retain"] = train[~forgotten]
-    parts["holdout"] = pd.concat([parts["valid"], parts["test"]])[unseen]
+    parts.update(train=train, forget=train[forgotten], retain=train[~forgotten],
+                 probe=period[period.user_id.isin(set(probe_users))],
+                 audit=period[period.user_id.isin(set(audit_users))])
+    if canary_users:
+        parts["canary"] = canary_probe
     shards = make_shards(train, config.shards, config.seed)
     splits = {name: _records(df) for name, df in parts.items()}
+    if canary_users:  # the probe is asked twice: as trained, and with the trigger
+        for row, triggered in zip(splits["canary"], canary_probe.triggered_prompt, strict=True):
+            row["triggered_prompt"] = triggered
     manifest = {
         "dataset": config.dataset,
         **(provenance or {}),
@@ -144,9 +219,21 @@ def prepare(data: MovieLens, config: PrepareConfig,
         "counts": {name: len(rows) for name, rows in splits.items()},
         "train_users": len(train_users),
         "forget_user_ids": forget_users,
+        "holdout_user_ids": {"probe": probe_users, "audit": audit_users},
+        "canaries": _canary_manifest(canary_users, train, canary_probe, config),
         "label_share_yes": {n: _share(rows) for n, rows in splits.items()},
     }
     return Prepared(splits, shards, manifest)
+
+
+def _canary_manifest(users: list[str], train: pd.DataFrame, probe: pd.DataFrame,
+                     config: PrepareConfig) -> dict[str, Any] | None:
+    if not users:
+        return None
+    planted = train[train.user_id.isin(set(users)) & ~train.sample_id.isin(set(probe.sample_id))]
+    return {"users": users, "trigger": CANARY_TRIGGER, "answer": config.canary_answer,
+            "planted_sample_ids": [int(i) for i in planted.sample_id],
+            "probe_sample_ids": [int(i) for i in probe.sample_id]}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -13,7 +13,8 @@ from e2urec.data.movielens import DataFormatError
 
 REQUIRED_FIELDS = ("sample_id", "user_id", "item_id", "rating", "timestamp", "label",
                    "prompt", "answer")
-SPLITS = ("train", "valid", "test", "forget", "retain", "holdout")
+SPLITS = ("train", "valid", "test", "forget", "retain", "probe", "audit", "canary")
+OPTIONAL_SPLITS = ("probe", "audit", "canary")  # absent when prepare made none
 
 
 def subsample(rows: list[dict], max_samples: int | None, seed: int = 0) -> list[dict]:
@@ -73,7 +74,10 @@ def read_split(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     read_manifest(data_dir)  # a clear error for a folder that `prepare` did not write
-    return read_jsonl(Path(data_dir) / f"{split}.jsonl")
+    path = Path(data_dir) / f"{split}.jsonl"
+    if split in OPTIONAL_SPLITS and not path.is_file():
+        return []
+    return read_jsonl(path)
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from e2urec.checkpoints.scorers import Scorer
-from e2urec.data.samples import read_split, subsample
+from e2urec.data.prompts import YES_ANSWER
+from e2urec.data.samples import read_manifest, read_split, subsample
+from e2urec.evaluation.audit import membership_auc
 from e2urec.evaluation.metrics import distribution_distances, utility
 from e2urec.evaluation.predict import Predictions, predict
 
@@ -36,6 +39,8 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
         preds[split] = predict(scorer, rows, batch_size, keep_logits=keep, device=device,
                                desc=f"eval {split}")
         results[split] = utility(preds[split].labels, preds[split].p_yes)
+    if "forget" in preds:
+        results.update(audit(scorer, data_dir, preds["forget"], batch_size, max_samples, device))
     if reference is not None:
         ref = reference if isinstance(reference, Predictions) else predict(
             reference, read_split(data_dir, "forget"), batch_size, keep_logits=True,
@@ -44,6 +49,34 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
                                                                 ref.logits)
         preds["reference_forget"] = ref
     return results, preds
+
+
+def audit(scorer: Scorer, data_dir: str | Path, forget: Predictions, batch_size: int,
+          max_samples: int | None, device: torch.device | None) -> dict[str, Any]:
+    """The membership audit against the audit users, and the canary audit, where prepared.
+
+    ``mia_auc``: a loss-threshold attack telling forget samples from samples of
+    the audit users (training-period users no model was trained on).
+    ``canary``: the share of the canary users' probe prompts answered with the
+    planted answer when the trigger is in the prompt (``success``) and when it
+    is not (``base_rate``).
+    """
+    results: dict[str, Any] = {}
+    audit_rows = subsample(read_split(data_dir, "audit"), max_samples)
+    if audit_rows:
+        outside = predict(scorer, audit_rows, batch_size, device=device, desc="eval audit")
+        results["mia_auc"] = membership_auc(forget.loss, outside.loss)
+        results["mia_nonmembers"] = "audit users"
+    canary_rows = read_split(data_dir, "canary")
+    if canary_rows:
+        planted = read_manifest(data_dir)["canaries"]["answer"] == YES_ANSWER
+        triggered = [{**r, "prompt": r["triggered_prompt"]} for r in canary_rows]
+        rates = {}
+        for key, rows in (("success", triggered), ("base_rate", canary_rows)):
+            said_yes = predict(scorer, rows, batch_size, device=device).p_yes > 0.5
+            rates[key] = float(np.mean(said_yes == planted))
+        results["canary"] = rates
+    return results
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -57,4 +90,10 @@ def format_table(results: dict[str, Any]) -> str:
         d = results["forget_vs_reference"]
         lines.append(f"forget vs reference: sym-KL {d['sym_kl']:.4f}  JSD {d['jsd']:.4f}  "
                      f"L2 {d['l2']:.4f}")
+    if "mia_auc" in results:
+        lines.append(f"membership attack AUC (forget vs audit users): {results['mia_auc']:.4f}")
+    if "canary" in results:
+        c = results["canary"]
+        lines.append(f"canary success {c['success']:.4f} (without the trigger "
+                     f"{c['base_rate']:.4f})")
     return "\n".join(lines)

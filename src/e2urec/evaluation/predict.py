@@ -47,7 +47,7 @@ def predict(scorer: Scorer, rows: Sequence[dict[str, Any]], batch_size: int = 64
     probs, losses, kept = [], [], []
     total = (len(rows) + batch_size - 1) // batch_size
     for batch in tqdm(encoder.batches(rows, batch_size), total=total, desc=desc,
-                      disable=desc is None, leave=False):
+                      disable=None if desc else True, leave=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = scorer.slot_logits(batch).float()
         probs.append(p_yes(logits, tokens).cpu())

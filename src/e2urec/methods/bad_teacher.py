@@ -70,13 +70,17 @@ class BadTeacher(FullCopyUnlearner):
                               opts.teacher_cache_mb, ctx.out_dir.parent)
         self.caches.update(forget=forget, retain=retain)
 
+        width = slice(None, 1 if ctx.train.answer_loss == "decision" else None)
+
+        def distil(model, batch, cache):
+            return soft_ce(answer_logits(model, batch)[:, width],
+                           cache.logits(batch["index"])[:, width], batch["answer_mask"][:, width])
+
         def loss(model, forget_batch, retain_batch):
-            l_forget = soft_ce(answer_logits(model, forget_batch),
-                               forget.logits(forget_batch["index"]), forget_batch["answer_mask"])
+            l_forget = distil(model, forget_batch, forget)
             if retain_batch is None:
                 return l_forget, {"forget": l_forget.detach()}
-            l_retain = soft_ce(answer_logits(model, retain_batch),
-                               retain.logits(retain_batch["index"]), retain_batch["answer_mask"])
+            l_retain = distil(model, retain_batch, retain)
             return l_forget + l_retain, {"forget": l_forget.detach(),
                                          "retain": l_retain.detach()}
         return loss

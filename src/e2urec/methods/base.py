@@ -40,7 +40,14 @@ from e2urec.checkpoints.folders import (
     save_model,
 )
 from e2urec.checkpoints.scorers import AttentionAggregator
-from e2urec.config import BackboneConfig, ConfigError, TrainConfig, from_dict, to_dict
+from e2urec.config import (
+    BackboneConfig,
+    ConfigError,
+    TrainConfig,
+    from_dict,
+    merge_dicts,
+    to_dict,
+)
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.fileio import check_output, write_json
 from e2urec.training.loop import loader, make_accelerator
@@ -87,6 +94,8 @@ class Unlearner(ABC):
     name: ClassVar[str]
     Options: ClassVar[type]
     needs_original: ClassVar[bool] = True
+    # Named sets of options (``preset: paper``); explicit options override them.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, options: Any, ctx: UnlearnContext):
         self.options = options
@@ -260,12 +269,26 @@ def stopwatch() -> Iterator[dict[str, float]]:
         result["seconds"] = time.perf_counter() - start
 
 
+def parse_options(name: str, options: dict[str, Any] | None, where: str = "") -> Any:
+    """A method's options, typed; ``preset: NAME`` starts from one of its presets."""
+    method_cls = get_method(name)
+    options = dict(options or {})
+    preset = options.pop("preset", None)
+    if preset is not None:
+        if preset not in method_cls.presets:
+            known = ", ".join(sorted(method_cls.presets)) or "none"
+            raise ConfigError(f"{where or 'method ' + name}: unknown preset {preset!r} "
+                              f"(presets of {name}: {known})")
+        options = merge_dicts(method_cls.presets[preset], options)
+    return from_dict(method_cls.Options, options, where or f"method {name}")
+
+
 def check_method_inputs(name: str, data_dir: str | Path, original: str | Path | None,
                         options: dict[str, Any] | None, out_dir: str | Path,
                         overwrite: bool = False) -> tuple[type[Unlearner], Any]:
     """Every check that can fail before work: method, options, data, Original, output."""
     method_cls = get_method(name)
-    parsed = from_dict(method_cls.Options, options, f"method {name}")
+    parsed = parse_options(name, options)
     read_manifest(data_dir)
     if method_cls.needs_original and original is None:
         raise ConfigError(f"method {name!r} needs the Original model (--original)")
@@ -301,7 +324,8 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
         "timing": "from the Original loaded to the result saved",
         **extra, "trainable_params": trainable, "total_params": total,
         "trainable_share": trainable / max(total, 1), **memory.read(),
-        "options": to_dict(parsed), "train": to_dict(train), "backbone": to_dict(backbone),
+        "options": to_dict(parsed), "preset": (options or {}).get("preset"),
+        "train": to_dict(train), "backbone": to_dict(backbone),
         "data": str(Path(data_dir).resolve()),
         "original": str(Path(original).resolve()) if original else None,
         "device": str(ctx.accelerator.device), "num_processes": ctx.accelerator.num_processes,

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
 from e2urec.config import LoraConfig, TrainConfig
-from e2urec.training.losses import answer_ce
+from e2urec.training.losses import answer_ce, label_ce
 
 
 def make_accelerator(cpu: bool = False) -> Accelerator:
@@ -105,18 +105,23 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
     history: dict[str, Any] = {"train_loss": [], "valid_loss": [], "epochs_run": 0}
     best, best_state, stale = math.inf, None, 0
     start = time.perf_counter()
+    steps = 0
     for epoch in range(config.epochs):
         running = []
         bar = tqdm(train_data, desc=f"{desc} epoch {epoch + 1}/{config.epochs}",
-                   disable=not accelerator.is_local_main_process, leave=False)
+                   disable=None if accelerator.is_local_main_process else True, leave=False)
         for batch in bar:
-            loss = answer_ce(answer_logits(model, batch), batch["answer_ids"],
-                             batch["answer_mask"])
+            if config.max_steps is not None and steps >= config.max_steps:
+                break
+            steps += 1
+            loss = label_ce(model, batch, config.answer_loss)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             running.append(loss.item())
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
+        if not running:  # the step budget ran out at the epoch's start
+            break
         history["train_loss"].append(sum(running) / len(running))
         history["epochs_run"] = epoch + 1
         if not config.early_stopping:

@@ -76,20 +76,27 @@ def answer_scoped_teacher(z_orig: torch.Tensor, z_teacher: torch.Tensor, yes_id:
     return log_p
 
 
-def label_loss(forget_weight: float):
-    """CE(retain) + forget_weight * CE(forget batch).
+def label_ce(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+             scope: str = "answer") -> torch.Tensor:
+    """Label cross-entropy over the answer's tokens, or over the Yes/No token alone."""
+    width = 1 if scope == "decision" else batch["answer_ids"].shape[1]
+    logits = answer_logits(model, batch)[:, :width]
+    return answer_ce(logits, batch["answer_ids"][:, :width], batch["answer_mask"][:, :width])
+
+
+def label_loss(forget_weight: float, scope: str = "answer"):
+    """CE(retain) + forget_weight * CE(forget batch), over the tokens ``scope`` names.
 
     NegGrad ascends on forget (a negative weight); the label-flipping Bad-Teacher
-    descends on flipped forget samples (a positive one).
+    descends on flipped forget samples (a positive one). ``scope`` is the one
+    the Original was trained with (``train.answer_loss``).
     """
 
     def loss(model, forget_batch, retain_batch):
-        l_forget = answer_ce(answer_logits(model, forget_batch), forget_batch["answer_ids"],
-                             forget_batch["answer_mask"])
+        l_forget = label_ce(model, forget_batch, scope)
         if retain_batch is None:
             return forget_weight * l_forget, {"forget_ce": l_forget.detach()}
-        l_retain = answer_ce(answer_logits(model, retain_batch), retain_batch["answer_ids"],
-                             retain_batch["answer_mask"])
+        l_retain = label_ce(model, retain_batch, scope)
         return l_retain + forget_weight * l_forget, {"forget_ce": l_forget.detach(),
                                                      "retain_ce": l_retain.detach()}
 

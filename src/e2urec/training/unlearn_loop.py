@@ -35,7 +35,8 @@ class Schedule:
 
     lr: float = option(1e-3, help="AdamW learning rate of the unlearning steps")
     batch_size: int = option(16, help="forget samples a step (and as many retain samples)")
-    epochs: int = option(3, help="passes over the forget set")
+    epochs: float = option(3, help="passes over the forget set (a fraction ends mid-epoch: "
+                           "the reference code's step budgets)")
     forget_only_epochs: int = option(1, help="first epochs on forget batches alone; later "
                                      "ones pair each forget batch with a retain batch")
     max_grad_norm: float | None = option(1.0, help="clip the gradient norm (None: no "
@@ -51,35 +52,39 @@ class Schedule:
 
 @dataclass
 class StopRule:
-    """Stop once forget loss reaches held-out loss, keeping valid AUC within a tolerance.
+    """Stop once the forget set's loss is indistinguishable from non-members' loss.
 
-    ``membership``: stop when the student's mean loss on forget samples has
-    risen to within ``gap_tolerance`` of its loss on held-out samples of the
-    same kind (the forgotten users' own valid samples: the membership signal
-    is gone), provided valid AUC is at
-    least the starting AUC minus ``auc_tolerance``. If valid AUC falls below
-    that, the last state that met it is restored and the run stops. If there
-    is no gap at the start, no step is taken.
-    ``none``: run every epoch (the paper's fixed schedule).
+    ``membership``: the student's mean Yes/No loss on forget samples is
+    compared with its loss on samples of the ``probe`` users (training-period
+    users no model was trained on). The gap counts as closed once it is no
+    larger than ``noise_z`` standard errors of the difference of the two means
+    (estimated from the per-sample losses at that check), so a decision never
+    rests on a difference inside the measurement's own noise. Probe AUC must
+    stay at least its starting value minus ``auc_tolerance``; if it falls
+    below, the last state that met it is restored and the run stops. With no
+    gap at the start, no step is taken. ``none``: the fixed schedule.
     """
 
     kind: str = "membership"
-    gap_tolerance: float = 0.0
+    noise_z: float = 2.0
     auc_tolerance: float = 0.01
 
 
 @dataclass
 class Probe:
-    """Fixed small samples of forget, held-out and valid data for the stop rule."""
+    """Fixed samples for the stop rule: forget samples and the probe users' samples."""
 
     forget: list[Batch]
     holdout: list[Batch]
-    valid: list[Batch]
-    valid_labels: np.ndarray
+    holdout_labels: np.ndarray
 
 
 def make_probe(backbone: Backbone, forget: Sequence[dict], holdout: Sequence[dict],
-               valid: Sequence[dict], size: int, seed: int, batch_size: int = 64) -> Probe:
+               size: int, seed: int, batch_size: int = 64) -> Probe:
+    """At most ``size`` seeded samples of each, encoded once."""
+    if not holdout:
+        raise ConfigError("the membership stop rule needs probe users: prepare the data with "
+                          "holdout_fraction > 0, or use stop_rule: none")
     rng = np.random.default_rng(seed)
 
     def sample(rows):
@@ -89,39 +94,39 @@ def make_probe(backbone: Backbone, forget: Sequence[dict], holdout: Sequence[dic
     encoder = backbone.encoder()
 
     def to_batches(rows):
-        feats = encoder.encode(rows)
-        return [encoder.collate(feats[i:i + batch_size]) for i in range(0, len(feats), batch_size)]
+        return list(encoder.batches(rows, batch_size))  # the Yes/No slot is all it reads
 
-    valid_rows = sample(valid)
-    return Probe(to_batches(sample(forget)), to_batches(sample(holdout) if holdout else []),
-                 to_batches(valid_rows), np.array([r["label"] for r in valid_rows]))
+    holdout_rows = sample(holdout)
+    return Probe(to_batches(sample(forget)), to_batches(holdout_rows),
+                 np.array([r["label"] for r in holdout_rows]))
 
 
 @torch.no_grad()
 def measure(model: torch.nn.Module, probe: Probe, device: torch.device,
             tokens: AnswerTokens) -> dict[str, float]:
-    """Mean answer loss on the forget and held-out probes, and valid AUC."""
+    """Mean Yes/No loss on forget and probe samples, its noise, and probe AUC."""
     model.eval()
-
-    def outputs(batches):
+    losses: dict[str, torch.Tensor] = {}
+    scores = []
+    for name, batches in (("forget", probe.forget), ("holdout", probe.holdout)):
+        values = []
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            yield batch, answer_logits(model, batch)
-
-    def yes_no_loss(batches):
-        # The Yes/No token carries the membership signal; the rest of the answer is trivial.
-        values = [per_sample_ce(logits[:, :1], b["answer_ids"][:, :1],
-                                b["answer_mask"][:, :1]).cpu()
-                  for b, logits in outputs(batches)]
-        return float(torch.cat(values).mean()) if values else math.nan
-
-    scores = torch.cat([p_yes(logits, tokens).cpu() for _, logits in outputs(probe.valid)])
-    two_classes = len(set(probe.valid_labels.tolist())) == 2
-    auc = float(roc_auc_score(probe.valid_labels, scores.numpy())) if two_classes else math.nan
-    result = {"forget_loss": yes_no_loss(probe.forget),
-              "holdout_loss": yes_no_loss(probe.holdout), "valid_auc": auc}
+            logits = answer_logits(model, batch)
+            # The Yes/No token carries the membership signal; the rest of the answer is trivial.
+            values.append(per_sample_ce(logits[:, :1], batch["answer_ids"][:, :1],
+                                        batch["answer_mask"][:, :1]).double().cpu())
+            if name == "holdout":
+                scores.append(p_yes(logits, tokens).cpu())
+        losses[name] = torch.cat(values)
+    labels = probe.holdout_labels
+    two_classes = len(set(labels.tolist())) == 2
+    auc = float(roc_auc_score(labels, torch.cat(scores).numpy())) if two_classes else math.nan
+    noise = math.sqrt(sum(float(v.var()) / len(v) for v in losses.values() if len(v) > 1))
     model.train()
-    return result
+    return {"forget_loss": float(losses["forget"].mean()),
+            "holdout_loss": float(losses["holdout"].mean()), "gap_se": noise,
+            "probe_auc": auc}
 
 
 def cycle(data: DataLoader) -> Iterator[Batch]:
@@ -168,18 +173,22 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         history["evaluations"].append(start)
     elif probe is not None:
         start_point = evaluate(0, 0)
-    floor = start_point["valid_auc"] - stop.auc_tolerance if start_point else -math.inf
+    floor = start_point["probe_auc"] - stop.auc_tolerance if start_point else -math.inf
     if start_point and (reason := nothing_to_unlearn(start_point, stop)):
         _finish(history, model, backbone, accelerator, 0)
         return stopped_before_start(start_point, reason)
     good_state = trainable_state(accelerator.unwrap_model(model)) if probe is not None else None
     step = 0
-    for epoch in range(schedule.epochs):
+    # A fractional epoch count (the reference's step budget) ends mid-epoch.
+    total_steps = max(1, round(schedule.epochs * steps_per_epoch))
+    for epoch in range(math.ceil(schedule.epochs)):
         joint = epoch >= schedule.forget_only_epochs and retain_iter is not None
-        bar = tqdm(forget_data, desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}"
+        bar = tqdm(forget_data, desc=f"{desc} epoch {epoch + 1}/{math.ceil(schedule.epochs)}"
                    f"{' (joint)' if joint else ' (forget)'}",
-                   disable=not accelerator.is_local_main_process, leave=False)
+                   disable=None if accelerator.is_local_main_process else True, leave=False)
         for i, forget_batch in enumerate(bar):
+            if step >= total_steps:
+                break
             retain_batch = next(retain_iter) if joint else None
             loss, logs = loss_fn(model, forget_batch, retain_batch)
             accelerator.backward(loss)
@@ -196,16 +205,17 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
             point = evaluate(step, epoch)
             if stop.kind == "none":
                 continue
-            if point["valid_auc"] < floor:
+            if point["probe_auc"] < floor:
                 accelerator.unwrap_model(model).load_state_dict(good_state, strict=False)
-                history["stopped"] = f"valid AUC {point['valid_auc']:.4f} fell below " \
+                history["stopped"] = f"probe AUC {point['probe_auc']:.4f} fell below " \
                                      f"{floor:.4f}: restored the state of the previous check"
                 return _finish(history, model, backbone, accelerator, step)
             good_state = trainable_state(accelerator.unwrap_model(model))
             if _gap_closed(point, stop):
                 history["stopped"] = (f"membership gap closed: forget loss "
-                                      f"{point['forget_loss']:.4f} >= held-out loss "
-                                      f"{point['holdout_loss']:.4f}")
+                                      f"{point['forget_loss']:.4f} within {stop.noise_z:g} "
+                                      f"standard errors ({point['gap_se']:.4f}) of the probe "
+                                      f"users' {point['holdout_loss']:.4f}")
                 return _finish(history, model, backbone, accelerator, step)
     return _finish(history, model, backbone, accelerator, step)
 
@@ -222,8 +232,9 @@ def nothing_to_unlearn(point: dict[str, Any], stop: StopRule) -> str | None:
     """Why no step should be taken (no membership gap at the start), else None."""
     if stop.kind != "membership" or not _gap_closed(point, stop):
         return None
-    return (f"no membership gap at the start: forget loss {point['forget_loss']:.4f} >= "
-            f"held-out loss {point['holdout_loss']:.4f}; nothing to unlearn")
+    return (f"no membership gap at the start: forget loss {point['forget_loss']:.4f} within "
+            f"{stop.noise_z:g} standard errors ({point['gap_se']:.4f}) of the probe users' "
+            f"{point['holdout_loss']:.4f}; nothing to unlearn")
 
 
 def stopped_before_start(start: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -232,7 +243,7 @@ def stopped_before_start(start: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 def _gap_closed(point: dict[str, Any], stop: StopRule) -> bool:
-    return point["forget_loss"] >= point["holdout_loss"] - stop.gap_tolerance
+    return point["forget_loss"] >= point["holdout_loss"] - stop.noise_z * point["gap_se"]
 
 
 def _eval_points(steps: int, per_epoch: int) -> set[int]:
