@@ -36,9 +36,10 @@ def prepared_data(args: argparse.Namespace) -> Path:
     if args.data:
         read_manifest(args.data)
         return Path(args.data)
-    out = Path(args.workdir) / f"data-ml100k-{args.window}"
+    out = Path(args.workdir) / f"data-ml100k-{args.window}-{args.seed}"
     if not (out / "manifest.json").is_file():
-        write_prepared(prepare_dataset(PrepareConfig(window=args.window, seed=args.seed)), out)
+        config = PrepareConfig(window=args.window, seed=args.seed, holdout_fraction=0.2)
+        write_prepared(prepare_dataset(config), out)
     return out
 
 

@@ -30,3 +30,22 @@ def test_reference_style_and_ours_take_the_same_first_step(model, prepared_dir, 
     assert float(rows["reference"][-2]) == pytest.approx(float(rows["ours"][-2]), abs=2e-6)
     assert speedup == pytest.approx(float(rows["reference"][4]) / float(rows["ours"][4]),
                                     rel=0.02)
+
+
+@pytest.mark.slow
+def test_unlearn_vs_retrain_ends_with_the_two_request_ratios(prepared_dir, tmp_path, capsys):
+    import re
+
+    bench = load_benchmark("unlearn_vs_retrain")
+    bench.main(["--model", "tiny-llama", "--data", str(prepared_dir), "--epochs", "1",
+                "--methods", "e2urec,neggrad", "--e2urec-option", "schedule.epochs=1",
+                "--e2urec-option", "augment_epochs=1", "--workdir", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"e2urec/retrain 20%: \d+\.\d\d", lines[-2])
+    assert re.fullmatch(r"e2urec/retrain one user: \d+\.\d\d", lines[-1])
+    one_user = tmp_path / "vs-retrain-tiny-llama" / "data-one-user"
+    from e2urec.data.samples import read_split
+
+    assert len({r["user_id"] for r in read_split(one_user, "forget")}) == 1
+    assert len(read_split(one_user, "forget")) + len(read_split(one_user, "retain")) == len(
+        read_split(prepared_dir, "train"))

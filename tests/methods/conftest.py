@@ -16,8 +16,8 @@ def unlearn(prepared_dir, original_dir, tmp_path):
     """Run a method on the tiny Original of the current family."""
 
     def run(method: str, options: dict | None = None, data_dir: Path | None = None,
-            original: Path | None = None, **train):
-        out = tmp_path / method
+            original: Path | None = None, out: Path | None = None, **train):
+        out = out or tmp_path / method
         record = run_method(method, data_dir or prepared_dir, original or original_dir,
                             tiny_backbone(family_name(original_dir)), quick_train(**train),
                             options or {}, out)

@@ -131,3 +131,15 @@ def test_no_unlearning_decision_reads_valid_test_or_audit_rows(unlearn, prepared
     record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "evals_per_epoch": 2},
                         data_dir=blind)
     assert len(record["history"]["evaluations"]) >= 1
+
+
+def test_two_seeded_runs_give_byte_identical_adapters_and_decisions(unlearn, tmp_path):
+    options = {**FAST, "stop_rule": "membership", "evals_per_epoch": 2}
+    first, out_a = unlearn("e2urec", options)
+    second, out_b = unlearn("e2urec", options, out=tmp_path / "again")
+    assert digest(out_a)["adapter_model.safetensors"] == \
+        digest(out_b)["adapter_model.safetensors"]
+    assert first["history"]["stopped"] == second["history"]["stopped"]
+    assert first["history"]["evaluations"] == second["history"]["evaluations"]
+    phases = first["phases"]
+    assert set(phases) >= {"first check"} and all(v >= 0 for v in phases.values())

@@ -11,9 +11,12 @@ cross-entropy over the whole vocabulary at the answer positions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -148,42 +151,59 @@ class E2URec(Unlearner):
         opts, ctx = self.options, self.ctx
         forget, retain = ctx.rows("forget"), ctx.rows("retain")
         stop = StopRule(opts.stop_rule, opts.noise_z, opts.auc_tolerance)
+        self.phases: dict[str, float] = {}  # where the time goes, for the record
         probe, start = None, None
         if opts.stop_rule != "none":
-            # Only the probe users (never trained on) decide; no valid or test row is read.
-            probe = make_probe(original, forget, ctx.rows("probe"), opts.probe_size,
-                               opts.schedule.seed)
-            start = measure_before_unlearning(original, probe, ctx.accelerator.device)
+            with self.phase("first check"):
+                # Only the probe users (never trained on) decide; no valid or test row is read.
+                probe = make_probe(original, forget, ctx.rows("probe"), opts.probe_size,
+                                   opts.schedule.seed)
+                start = measure_before_unlearning(original, probe, ctx.accelerator.device)
             if reason := nothing_to_unlearn(start, stop):
                 # The augmented model and the teachers would go unused: skip them.
                 return Unlearned(add_lora(original, opts.lora), ctx.original_dir, {
                     "history": stopped_before_start(start, reason),
                     "augment": {"source": "not needed"},
-                    "teacher_forwards": {"forget": 0, "retain": 0}})
+                    "teacher_forwards": {"forget": 0, "retain": 0}, "phases": self.phases})
         return self._distil(original, forget, retain, stop, probe, start)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
     def _distil(self, original: Backbone, forget: list[dict], retain: list[dict],
                 stop: StopRule, probe: Probe | None, start: dict[str, Any] | None) -> Unlearned:
         """Augmented model, cached teachers, then the unlearning loop on LoRA adapters."""
         opts, ctx = self.options, self.ctx
         device, schedule = ctx.accelerator.device, opts.schedule
-        augmented, augment_record = self._augmented(original, forget)
+        with self.phase("augmented model"):
+            augmented, augment_record = self._augmented(original, forget)
         student = add_lora(original, opts.lora)
         student.model.to(device)
-        forget_teacher = self._forget_teacher(student, augmented, forget, device)
+        with self.phase("forget teacher"):
+            forget_teacher = self._forget_teacher(student, augmented, forget, device)
         del augmented
         gc.collect()
         retain_teacher = self._cache(student, retain, device,
                                      lambda b: base_logits(student.model, b))
-        history = run_unlearning(
+        with self.phase("unlearning steps"):  # the retain teacher fills as batches come
+            history = run_unlearning(
             student, loader(student, forget, schedule.batch_size, True, schedule.seed),
             loader(student, retain, schedule.batch_size, True, schedule.seed),
             distillation_loss(forget_teacher, retain_teacher, opts.beta,
                               1 if ctx.train.answer_loss == "decision" else None), schedule,
             ctx.accelerator, stop, probe, opts.evals_per_epoch, desc="e2urec", start=start)
+        # The checks ran inside the steps' span: count them on their own.
+        self.phases["checks"] = history.get("check_seconds", 0.0)
+        self.phases["unlearning steps"] -= self.phases["checks"]
         teacher_forwards = {"forget": forget_teacher.computed, "retain": retain_teacher.computed}
         return Unlearned(student, ctx.original_dir, {
-            "history": history, "augment": augment_record, "teacher_forwards": teacher_forwards})
+            "history": history, "augment": augment_record, "teacher_forwards": teacher_forwards,
+            "phases": self.phases})
 
     def _augmented(self, original: Backbone, forget: list[dict]) -> tuple[Backbone, dict]:
         """The Original over-fitted to the forget set (given, or trained here on a copy)."""

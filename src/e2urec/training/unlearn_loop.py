@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -156,15 +157,18 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
     retain_iter = cycle(prepared[3]) if retain_data is not None else None
     stop = stop or StopRule(kind="none")
     tokens = backbone.encoder().tokens
-    history: dict[str, Any] = {"steps": [], "evaluations": [], "stopped": "schedule"}
+    history: dict[str, Any] = {"steps": [], "evaluations": [], "stopped": "schedule",
+                               "check_seconds": 0.0}
     steps_per_epoch = len(forget_data)
     eval_points = _eval_points(steps_per_epoch, evals_per_epoch)
 
     def evaluate(step: int, epoch: int) -> dict[str, Any]:
+        began = time.perf_counter()
         inner = accelerator.unwrap_model(model)
         point = {"step": step, "epoch": epoch,
                  **measure(inner, probe, accelerator.device, tokens)}
         history["evaluations"].append(point)
+        history["check_seconds"] += time.perf_counter() - began
         return point
 
     start_point = None
