@@ -6,7 +6,11 @@ forget AUC, the membership attack (forget vs audit users) and the canary audit:
 
     python benchmarks/reference_models.py --recipes A,C --seeds 42,43,44
 
-A recipe is a set of backbone and train settings (see RECIPES below).
+A recipe is a set of backbone and train settings (see RECIPES below). With
+``--curve N`` it instead trains the current recipe N epochs and prints valid
+loss and valid AUC after every epoch (where the fixed epoch count sits):
+
+    python benchmarks/reference_models.py --curve 6 --seeds 42
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--window", type=int, default=6000)
     parser.add_argument("--workdir", default="runs/benchmarks/reference-models")
+    parser.add_argument("--curve", type=int, metavar="EPOCHS",
+                        help="print valid loss and AUC per epoch of the current recipe")
     args = parser.parse_args(argv)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -65,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
             config = PrepareConfig(window=args.window, holdout_fraction=0.2, canaries=4,
                                    seed=seed)
             write_prepared(prepare_dataset(config), data)
+        if args.curve:
+            rows += curve(data, seed, args.curve, Path(args.workdir))
+            continue
         for recipe in args.recipes.split(","):
             backbone, train = RECIPES[recipe]
             for split, name in (("train", "original"), ("retain", "retrain")):
@@ -75,8 +84,26 @@ def main(argv: list[str] | None = None) -> None:
                 m = measure(out, data)
                 rows.append([recipe, seed, name, *(f"{m[k]:.4f}" for k in (
                     "test_auc", "test_std", "forget_auc", "mia", "canary", "base"))])
+    if args.curve:
+        print_table(["seed", "model", "epoch", "valid loss", "valid AUC"], rows)
+        return
     print_table(["recipe", "seed", "model", "test AUC", "test P(yes) std", "forget AUC",
                  "MIA AUC", "canary", "canary base"], rows)
+
+
+def curve(data: Path, seed: int, epochs: int, workdir: Path) -> list[list[str]]:
+    """Valid loss and AUC after each epoch of the Original and Retrain (current recipe)."""
+    rows = []
+    for split, name in (("train", "original"), ("retain", "retrain")):
+        # Early stopping with a patience of every epoch: all epochs run, each is validated.
+        config = TrainConfig(seed=seed, epochs=epochs, early_stopping=True, patience=epochs)
+        record = train_split(data, split, BackboneConfig(), config,
+                             workdir / f"curve-{name}-{seed}")
+        history = record["history"]
+        rows += [[str(seed), name, str(i + 1), f"{loss:.4f}", f"{auc:.4f}"]
+                 for i, (loss, auc) in enumerate(zip(history["valid_loss"],
+                                                     history["valid_auc"], strict=True))]
+    return rows
 
 
 if __name__ == "__main__":

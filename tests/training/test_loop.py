@@ -25,5 +25,6 @@ def test_early_stopping_restores_the_best_epoch(prepared_dir):
     assert history["epochs_run"] == len(losses) < 6  # stopped early
     assert history["best_valid_loss"] == min(losses) < losses[-1]
     valid_data = loader(backbone, valid, config.eval_batch_size, False, config.seed)
-    restored = mean_answer_loss(backbone.model, valid_data, torch.device("cpu"))
+    restored = mean_answer_loss(backbone.model, valid_data, torch.device("cpu"),
+                                config.answer_loss)
     assert restored == pytest.approx(min(losses), abs=1e-5)

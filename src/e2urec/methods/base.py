@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 from e2urec.backbones.registry import Backbone
 from e2urec.checkpoints.folders import (
@@ -310,6 +311,10 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
     method = method_cls(parsed, ctx)
     method.setup()
     loaded = method.load_original()
+    # Everything a method draws (adapter init, dropout) follows from its seed alone, not
+    # from what ran earlier in the process: two runs give the same bytes.
+    set_seed(getattr(getattr(parsed, "schedule", None), "seed", None) or
+             getattr(parsed, "seed", None) or train.seed)
     memory = PeakMemory()
     memory.start()
     with stopwatch() as clock:

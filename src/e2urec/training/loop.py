@@ -12,13 +12,14 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from e2urec.backbones.registry import Backbone
-from e2urec.backbones.scoring import answer_logits
+from e2urec.backbones.scoring import AnswerTokens, answer_logits, p_yes
 from e2urec.config import LoraConfig, TrainConfig
-from e2urec.training.losses import answer_ce, label_ce
+from e2urec.training.losses import label_ce
 
 
 def make_accelerator(cpu: bool = False) -> Accelerator:
@@ -61,16 +62,34 @@ def loader(backbone: Backbone, rows: Sequence[dict[str, Any]], batch_size: int,
 
 
 @torch.no_grad()
-def mean_answer_loss(model: torch.nn.Module, data: DataLoader, device: torch.device) -> float:
+@torch.no_grad()
+def mean_answer_loss(model: torch.nn.Module, data: DataLoader, device: torch.device,
+                     scope: str = "answer") -> float:
+    """Mean label loss over ``data``, on the tokens ``scope`` names (as training does)."""
+    return validate(model, data, device, scope)[0]
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: DataLoader, device: torch.device,
+             scope: str = "answer", tokens: AnswerTokens | None = None) -> tuple[float, float]:
+    """(mean label loss, AUC of P(yes)) over ``data``; the AUC is NaN without ``tokens``."""
     model.eval()
     total, count = 0.0, 0
+    width = 1 if scope == "decision" else None
+    scores, labels = [], []
     for batch in data:
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss = answer_ce(answer_logits(model, batch), batch["answer_ids"], batch["answer_mask"])
-        n = int(batch["answer_mask"].sum())
+        loss = label_ce(model, batch, scope)
+        n = int(batch["answer_mask"][:, :width].sum())
         total, count = total + float(loss) * n, count + n
+        if tokens is not None:
+            scores.append(p_yes(answer_logits(model, batch), tokens).cpu())
+            labels.append(batch["labels"].cpu())
     model.train()
-    return total / max(count, 1)
+    auc = math.nan
+    if scores and len(set(torch.cat(labels).tolist())) == 2:
+        auc = float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
+    return total / max(count, 1), auc
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -126,8 +145,10 @@ def fit(backbone: Backbone, train_rows: Sequence[dict[str, Any]],
         history["epochs_run"] = epoch + 1
         if not config.early_stopping:
             continue  # valid loss only drives early stopping; evaluation measures the rest
-        valid = mean_answer_loss(accelerator.unwrap_model(model), valid_data, accelerator.device)
+        valid, auc = validate(accelerator.unwrap_model(model), valid_data, accelerator.device,
+                              config.answer_loss, backbone.encoder().tokens)
         history["valid_loss"].append(valid)
+        history.setdefault("valid_auc", []).append(auc)
         if valid < best - 1e-6:
             best, stale = valid, 0
             best_state = trainable_state(accelerator.unwrap_model(model))
