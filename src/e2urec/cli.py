@@ -263,13 +263,11 @@ def _is_evaluation(path: Path) -> bool:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from e2urec.backbones.registry import check_backbone_name
     from e2urec.methods import get_method, run_method
-    from e2urec.methods.base import check_method_inputs
 
     backbone, train, options = run_configs(args)
-    check_method_inputs(args.method, args.data, args.original, options, args.out,
-                        args.overwrite)
     if not get_method(args.method).needs_original:
         check_backbone_name(backbone.name)
+    # run_method checks method, options, data, Original and output before any work.
     record = run_method(args.method, data_dir=args.data, original=args.original,
                         backbone=backbone, train=train, options=options, out_dir=args.out,
                         cpu=args.cpu, overwrite=args.overwrite)

@@ -299,6 +299,14 @@ def check_method_inputs(name: str, data_dir: str | Path, original: str | Path | 
     return method_cls, parsed
 
 
+def method_seed(options: Any, train: TrainConfig) -> int:
+    """The method's own seed: its schedule's, else its ``seed`` option, else training's."""
+    schedule = getattr(options, "schedule", None)
+    if schedule is not None:
+        return schedule.seed
+    return getattr(options, "seed", train.seed)
+
+
 def run_method(name: str, data_dir: str | Path, original: str | Path | None,
                backbone: BackboneConfig, train: TrainConfig, options: dict[str, Any] | None,
                out_dir: str | Path, cpu: bool = False, accelerator: Accelerator | None = None,
@@ -313,8 +321,7 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
     loaded = method.load_original()
     # Everything a method draws (adapter init, dropout) follows from its seed alone, not
     # from what ran earlier in the process: two runs give the same bytes.
-    set_seed(getattr(getattr(parsed, "schedule", None), "seed", None) or
-             getattr(parsed, "seed", None) or train.seed)
+    set_seed(method_seed(parsed, train))
     memory = PeakMemory()
     memory.start()
     with stopwatch() as clock:

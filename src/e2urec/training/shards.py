@@ -67,9 +67,11 @@ class ShardTrainer:
     def backbone_dir(self) -> Path | None:
         if not self.train.use_lora:
             return None
+        folder = self.root / "backbone"
+        if (folder / META_FILE).is_file():  # built once, not once a shard
+            return folder
         start = initial_backbone(self.backbone, self.data_dir, self.train.seed)
-        return save_base(start, self.root / "backbone", self.accelerator,
-                         "shared shard backbone")
+        return save_base(start, folder, self.accelerator, "shared shard backbone")
 
     def fit(self, index: int, rows: list[dict], out_dir: Path) -> dict[str, Any]:
         if not rows:
