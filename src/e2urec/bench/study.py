@@ -62,6 +62,8 @@ class StudyConfig:
     eval_batch_size: int = option(64, help="samples a forward pass when scoring")
     eval_max_samples: int | None = option(None, help="score at most this many samples of "
                                           "every split but test and forget")
+    ranking_positives: int = option(100, help="liked test samples ranked against 99 "
+                                    "unrated movies for HR@10 / NDCG@10 (0: none)")
     cpu: bool = option(False, help="train and score on the CPU even with a GPU")
     seeds: list[int] | None = option(None, help="run every stage once per seed (data, "
                                      "training and method seeds); the table shows mean ± std")
@@ -165,12 +167,12 @@ def seeded(study: StudyConfig, seed: int | None) -> StudyConfig:
 
 def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[str, Any]]:
     home = stages.root
-    data_dir = _prepare(stages, study, raw)
+    data_dir = prepare_stage(stages, study, raw)
     base_key = {"data": study.data, "raw_sha256": raw.digest, "backbone": study.backbone,
                 "train": study.train}
 
     original_dir, original = stages.run("original", base_key,
-                                        lambda f: _train_original(study, data_dir, f))
+                                        lambda f: train_original_stage(study, data_dir, f))
     models: dict[str, tuple[Path, dict[str, Any]]] = {"original": (original_dir / "model",
                                                                    original)}
     retrain_dir, retrain = stages.run("retrain", {**base_key, "method": "retrain"},
@@ -193,7 +195,7 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
     for name, (model_dir, record) in models.items():
         key = {"model": str(model_dir.relative_to(home)),
                "reference": str(reference.relative_to(home)), "batch": study.eval_batch_size,
-               "max_samples": study.eval_max_samples}
+               "max_samples": study.eval_max_samples, "ranking": study.ranking_positives}
         _, metrics = stages.run(f"eval-{name.replace('/', '-')}", key,
                                 lambda f, m=model_dir: _evaluate(study, data_dir, m, reference,
                                                                  reference_preds, f))
@@ -209,7 +211,7 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
     return rows
 
 
-def _prepare(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
+def prepare_stage(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
     def work(folder: Path) -> dict[str, Any]:
         prepared = prepare_dataset(study.data, raw)
         if PartialState().is_main_process:
@@ -220,7 +222,7 @@ def _prepare(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
     return folder / "data"
 
 
-def _train_original(study: StudyConfig, data_dir: Path, folder: Path) -> dict[str, Any]:
+def train_original_stage(study: StudyConfig, data_dir: Path, folder: Path) -> dict[str, Any]:
     from e2urec.training.finetune import train_split
     from e2urec.training.loop import make_accelerator
 
@@ -250,7 +252,8 @@ def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir
             data_dir, "forget"), study.eval_batch_size, keep_logits=True, device=device,
             desc="reference"))
     metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
-                              max_samples=study.eval_max_samples, device=device)
+                              max_samples=study.eval_max_samples, device=device,
+                              ranking_positives=study.ranking_positives)
     metrics["test_p_yes_std"] = float(np.std(preds["test"].p_yes))
     np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -269,6 +272,8 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
         "method": name,
         "test_auc": metrics["test"]["auc"], "test_acc": metrics["test"]["acc"],
         "test_logloss": metrics["test"]["logloss"],
+        "hr10": metrics.get("ranking", {}).get("hr@10"),
+        "ndcg10": metrics.get("ranking", {}).get("ndcg@10"),
         "forget_auc": metrics["forget"]["auc"], "forget_acc": metrics["forget"]["acc"],
         "retain_auc": metrics["retain"]["auc"],
         "forget_sym_kl": distance.get("sym_kl"), "forget_jsd": distance.get("jsd"),
@@ -369,13 +374,17 @@ LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are dist
           "Retrain (lower is closer); MIA AUC attacks forget samples against audit users; "
           "canary is the planted answer's rate with the trigger (without it in brackets); "
           "closed is the share of the Original-to-Retrain gap a method closed on forget AUC / "
-          "MIA AUC / canary (1 = Retrain).")
-COLUMNS = [("test_auc", "test AUC"), ("forget_auc", "forget AUC"),
+          "MIA AUC / canary (1 = Retrain); HR@10 and NDCG@10 rank a liked test movie among "
+          "99 movies its user never rated.")
+COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
+           ("forget_auc", "forget AUC"),
            ("forget_sym_kl", "sym-KL"), ("forget_jsd", "JSD"), ("forget_l2", "L2"),
            ("mia_auc", "MIA AUC"), ("canary_success", "canary"),
            ("gap_closed_forget_auc", "closed AUC"), ("gap_closed_mia_auc", "closed MIA"),
            ("gap_closed_canary", "closed canary"), ("unlearn_seconds", "unlearn s"),
            ("trainable_share", "trainable")]
+
+CANARY_COLUMN = [key for key, _ in COLUMNS].index("canary_success")
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -386,7 +395,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         cells = [_summary_cell(key, row) for key, _ in COLUMNS]
         base = row.get("canary_base_rate_mean")
         if _is_number(base) and not math.isnan(base):
-            cells[6] += f" ({_cell('canary_base_rate', base)})"
+            cells[CANARY_COLUMN] += f" ({_cell('canary_base_rate', base)})"
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

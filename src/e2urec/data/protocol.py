@@ -7,7 +7,7 @@ puts the result on disk atomically. Same input and seed give the same bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from e2urec.config import ConfigError, PrepareConfig, to_dict
+from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, catalog_rows
 from e2urec.data.movielens import MovieLens
 from e2urec.data.prompts import CANARY_TRIGGER, YES_ANSWER, answer_for, build_prompt
 from e2urec.data.samples import write_jsonl
@@ -31,6 +32,8 @@ class Prepared:
     splits: dict[str, list[dict[str, Any]]]
     shards: dict[str, Any]
     manifest: dict[str, Any]
+    items: list[dict[str, Any]] = field(default_factory=list)  # the movie catalogue
+    users: list[dict[str, Any]] = field(default_factory=list)  # profiles and ratings
 
 
 def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
@@ -223,7 +226,8 @@ def prepare(data: MovieLens, config: PrepareConfig,
         "canaries": _canary_manifest(canary_users, train, canary_probe, config),
         "label_share_yes": {n: _share(rows) for n, rows in splits.items()},
     }
-    return Prepared(splits, shards, manifest)
+    items, users = catalog_rows(data, samples.user_id.unique())
+    return Prepared(splits, shards, manifest, items, users)
 
 
 def _canary_manifest(users: list[str], train: pd.DataFrame, probe: pd.DataFrame,
@@ -261,6 +265,8 @@ def write_prepared(prepared: Prepared, out_dir: str | Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         for name, rows in prepared.splits.items():
             write_jsonl(tmp / f"{name}.jsonl", rows)
+        write_jsonl(tmp / ITEMS_FILE, prepared.items)
+        write_jsonl(tmp / USERS_FILE, prepared.users)
         (tmp / "shards.json").write_text(json.dumps(prepared.shards, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(prepared.manifest, indent=2) + "\n")
     return Path(out_dir)

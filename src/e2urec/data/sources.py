@@ -23,6 +23,7 @@ from pathlib import Path
 
 from e2urec.config import PrepareConfig
 from e2urec.data.movielens import MovieLens, detect_format, read_movielens
+from e2urec.fileio import sha256
 
 DATASETS = ("ml-100k", "ml-1m")
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
@@ -194,11 +195,3 @@ def download(name: str) -> Path:
             shutil.rmtree(target)
         unpacked.rename(target)
     return target
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,17 +14,21 @@ from e2urec.data.samples import read_manifest, read_split, subsample
 from e2urec.evaluation.audit import membership_auc
 from e2urec.evaluation.metrics import distribution_distances, utility
 from e2urec.evaluation.predict import Predictions, predict
+from e2urec.evaluation.ranking import ranking
 
 UTILITY_SPLITS = ("test", "forget", "retain")
 
 
 def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictions | None = None,
              batch_size: int = 64, splits: tuple[str, ...] = UTILITY_SPLITS,
-             max_samples: int | None = None, device: torch.device | None = None
+             max_samples: int | None = None, device: torch.device | None = None,
+             ranking_positives: int | None = 100
              ) -> tuple[dict[str, Any], dict[str, Predictions]]:
     """Utility on each split; with ``reference``, forget-set distances to it.
 
     ``max_samples`` caps every split except test and forget by a seeded subset.
+    With the test split and a catalogue in ``data_dir``, HR@10 and NDCG@10 of
+    ``ranking_positives`` liked test samples against 99 unrated movies (0: none).
     ``reference`` may be the reference's forget-set predictions (with logits),
     computed once for many evaluations.
     Returns the metrics and the per-split predictions (for the audit).
@@ -39,6 +43,11 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
         preds[split] = predict(scorer, rows, batch_size, keep_logits=keep, device=device,
                                desc=f"eval {split}")
         results[split] = utility(preds[split].labels, preds[split].p_yes)
+    if "test" in splits and ranking_positives != 0:
+        ranked = ranking(scorer, data_dir, max_positives=ranking_positives,
+                         batch_size=batch_size, device=device)
+        if ranked is not None:
+            results["ranking"] = ranked
     if "forget" in preds:
         results.update(audit(scorer, data_dir, preds["forget"], batch_size, max_samples, device))
     if reference is not None:
@@ -90,6 +99,11 @@ def format_table(results: dict[str, Any]) -> str:
         d = results["forget_vs_reference"]
         lines.append(f"forget vs reference: sym-KL {d['sym_kl']:.4f}  JSD {d['jsd']:.4f}  "
                      f"L2 {d['l2']:.4f}")
+    if "ranking" in results:
+        r = results["ranking"]
+        lines.append(f"ranking: HR@10 {r['hr@10']:.4f}  NDCG@10 {r['ndcg@10']:.4f} "
+                     f"({r['positives']} liked test samples, {r['candidates'] - 1} unrated "
+                     "movies each)")
     if "mia_auc" in results:
         lines.append(f"membership attack AUC (forget vs audit users): {results['mia_auc']:.4f}")
     if "canary" in results:

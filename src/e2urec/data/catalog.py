@@ -1,0 +1,110 @@
+"""What a recommender needs beyond the samples: the movies, and each user's profile.
+
+``items.jsonl`` holds every movie (id, title); ``users.jsonl`` every user of the
+prepared samples with their demographics and whole rating history in time
+order. Recommendations (``e2urec recommend``) and the ranking metrics build
+prompts for movies a user has not rated from these; a forgotten user's line is
+deleted with the rest of their data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e2urec.data.movielens import DataFormatError, MovieLens
+from e2urec.data.prompts import build_prompt
+
+ITEMS_FILE = "items.jsonl"
+USERS_FILE = "users.jsonl"
+
+
+def catalog_rows(data: MovieLens, users: Iterable[str]) -> tuple[list[dict], list[dict]]:
+    """Rows of ``items.jsonl`` (every movie) and ``users.jsonl`` (the given users)."""
+    items = [{"item_id": str(i), "title": str(t)}
+             for i, t in zip(data.items.item_id, data.items.title, strict=True)]
+    wanted = set(map(str, users))
+    ratings = data.ratings.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+    ratings = ratings[ratings.user_id.astype(str).isin(wanted)]
+    history = {str(u): [[str(i), float(r)] for i, r in zip(g.item_id, g.rating, strict=True)]
+               for u, g in ratings.groupby("user_id", sort=False)}
+    profiles = data.users.set_index(data.users.user_id.astype(str))
+    rows = [{"user_id": u, "gender": str(profiles.loc[u].gender),
+             "age": int(profiles.loc[u].age), "occupation": str(profiles.loc[u].occupation),
+             "ratings": history[u]} for u in sorted(history, key=_user_order)]
+    return items, rows
+
+
+def _user_order(user: str) -> tuple[int, str]:
+    return (int(user), user) if user.isdigit() else (1 << 62, user)
+
+
+def read_lines(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """JSON lines with ``required`` fields, naming the file and line of a bad one."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or any(k not in row for k in required):
+                raise DataFormatError(f"{path}:{lineno}: needs the fields {list(required)}")
+            rows.append(row)
+    return rows
+
+
+@dataclass
+class Catalog:
+    """Movies by id, and users by id with their profile and ratings."""
+
+    titles: dict[str, str]
+    users: dict[str, dict[str, Any]]
+    history: int = 10  # ratings a prompt shows, as in the prepared samples
+
+    def rated(self, user: str) -> set[str]:
+        return {item for item, _ in self.users[user]["ratings"]}
+
+    def unrated(self, user: str) -> list[str]:
+        """The movies ``user`` has not rated, in catalogue order."""
+        rated = self.rated(user)
+        return [item for item in self.titles if item not in rated]
+
+    def sample_unrated(self, user: str, n: int, rng: np.random.Generator) -> list[str]:
+        pool = self.unrated(user)
+        return [pool[i] for i in sorted(rng.permutation(len(pool))[:n])]
+
+    def prompt(self, user: str, item: str) -> str:
+        """The prompt asking whether ``user`` will like ``item``, from their newest ratings."""
+        profile = self.users[user]
+        past = profile["ratings"][-self.history:] if self.history else []
+        history = [(self.titles[i], rating) for i, rating in past]
+        return build_prompt(profile["gender"], profile["age"], profile["occupation"], history,
+                            self.titles[item])
+
+
+def read_catalog(data_dir: str | Path, history: int = 10) -> Catalog | None:
+    """The catalogue of a prepared data folder, or None if it has none (older folders)."""
+    folder = Path(data_dir)
+    if not (folder / ITEMS_FILE).is_file() or not (folder / USERS_FILE).is_file():
+        return None
+    items = read_lines(folder / ITEMS_FILE, ("item_id", "title"))
+    users = read_lines(folder / USERS_FILE, ("user_id", "gender", "age", "occupation",
+                                             "ratings"))
+    return Catalog({r["item_id"]: r["title"] for r in items},
+                   {r["user_id"]: r for r in users}, history)
+
+
+def swap_target(prompt: str, title: str, new_title: str) -> str:
+    """The same prompt asking about ``new_title`` instead of ``title``."""
+    old, new = f"***{title}***", f"***{new_title}***"
+    if prompt.count(old) != 1:
+        raise DataFormatError(f"prompt does not name its target {title!r} once")
+    return prompt.replace(old, new)
