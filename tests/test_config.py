@@ -74,10 +74,10 @@ def test_precedence_is_defaults_then_file_then_set_then_flags(tmp_path):
 
 def test_a_study_file_gives_train_and_unlearn_its_backbone_train_and_method(tmp_path):
     study = load_study(CONFIGS / "demo.yaml")
-    backbone, train, options = run_args("unlearn", "--method", "e2urec/answer", "--data", "d",
+    backbone, train, options = run_args("unlearn", "--method", "e2urec/paper", "--data", "d",
                                         "--out", "o", "--config", str(CONFIGS / "demo.yaml"))
     assert backbone == study.backbone and train == study.train
-    assert options == study.methods["e2urec/answer"]
+    assert options == study.methods["e2urec/paper"] == {"preset": "paper"}
     backbone, train, _ = run_args("train", "--data", "d", "--out", "o", "--config",
                                   str(CONFIGS / "smoke.yaml"))
     assert backbone.tiny_hidden == 32 and train.epochs == 1

@@ -49,21 +49,25 @@ from e2urec.training.unlearn_loop import (
 
 @dataclass
 class E2URecOptions:
-    alpha: float = option(2.0, help="strength of the forgetting teacher "
-                          "z_orig - alpha * relu(z_aug - z_orig)")
-    beta: float = option(0.4, help="weight of the forget loss against remember + CE on retain")
+    """Defaults: the project's recommended setting (docs/results.md, "E2URec that forgets");
+    ``preset: paper`` is the reference code's."""
+
+    alpha: float = option(8.0, help="strength of the forgetting teacher "
+                          "z_orig - alpha * relu(z_aug - z_orig) (paper: 2)")
+    beta: float = option(0.7, help="weight of the forget loss against remember + CE on retain "
+                         "(paper: 0.4)")
     lora: LoraConfig = option(help="the student's adapters (paper: r 16, alpha 32, q and v)",
                               factory=LoraConfig)
     schedule: Schedule = option(help="lr, batch size, epochs, forget-only epochs, clipping, "
-                                "seed", factory=Schedule)
+                                "seed", factory=lambda: Schedule(epochs=2, forget_only_epochs=0))
     teacher_space: Literal["logits", "logprobs"] = option(
         "logits", help="apply the teacher formula to logits (paper) or log-probabilities")
     teacher_scope: Literal["vocab", "answer"] = option(
-        "vocab", help="vocab: the teacher's whole distribution (paper); answer: only its "
-        "Yes/No split, the rest from the Original")
+        "answer", help="answer: only the teacher's Yes/No split, the rest of the vocabulary "
+        "from the Original; vocab: the teacher's whole distribution (paper)")
     augmented: str | None = option(None, help="a model folder to use as the augmented model "
                                    "(else trained here on the forget set)")
-    augment_epochs: float = option(3, help="epochs of the augmented model on the forget set "
+    augment_epochs: float = option(1, help="epochs of the augmented model on the forget set "
                                    "(a fraction ends mid-epoch)")
     augment_lr: float = option(1e-3, help="learning rate of the augmented model")
     augment_weight_decay: float = option(0.0, help="AdamW weight decay of the augmented model")
@@ -72,11 +76,12 @@ class E2URecOptions:
         "membership", help="membership: stop when forget loss reaches the probe users' loss; "
         "none: the paper's fixed schedule, no probe at all")
     noise_z: float = option(2.0, help="the gap counts as closed within this many standard "
-                            "errors of the forget-vs-probe loss difference")
+                            "errors of the forget-vs-probe loss difference; the probe AUC "
+                            "guard allows as many standard errors of its AUC")
     auc_tolerance: float = option(0.01, help="restore and stop if probe AUC falls more than "
-                                  "this below its start")
-    probe_size: int = option(512, help="samples of each probe set the stop rule scores")
-    evals_per_epoch: int = option(2, help="stop-rule checks per epoch")
+                                  "this (or its noise, if larger) below its start")
+    probe_size: int = option(256, help="samples of each probe set the stop rule scores")
+    evals_per_epoch: int = option(1, help="stop-rule checks per epoch")
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
 
@@ -142,6 +147,7 @@ class E2URec(Unlearner):
     # The reference code's budget (T5-base, ML-1M: 812 forget steps an epoch), in epochs of the
     # forget set; see docs/deviations.md.
     presets = {"paper": {
+        "alpha": 2.0, "beta": 0.4, "teacher_scope": "vocab",
         "augment_lr": 5e-5, "augment_weight_decay": 0.01, "augment_epochs": 1200 / 812,
         "schedule": {"lr": 1e-3, "batch_size": 16, "epochs": 1000 / 812,
                      "forget_only_epochs": 1, "max_grad_norm": None},

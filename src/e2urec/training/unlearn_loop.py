@@ -61,7 +61,8 @@ class StopRule:
     larger than ``noise_z`` standard errors of the difference of the two means
     (estimated from the per-sample losses at that check), so a decision never
     rests on a difference inside the measurement's own noise. Probe AUC must
-    stay at least its starting value minus ``auc_tolerance``; if it falls
+    stay at least its starting value minus ``auc_tolerance`` or ``noise_z`` of
+    its standard error (Hanley-McNeil), whichever is larger; if it falls
     below, the last state that met it is restored and the run stops. With no
     gap at the start, no step is taken. ``none``: the fixed schedule.
     """
@@ -127,7 +128,18 @@ def measure(model: torch.nn.Module, probe: Probe, device: torch.device,
     model.train()
     return {"forget_loss": float(losses["forget"].mean()),
             "holdout_loss": float(losses["holdout"].mean()), "gap_se": noise,
-            "probe_auc": auc}
+            "probe_auc": auc, "probe_auc_se": auc_standard_error(auc, labels)}
+
+
+def auc_standard_error(auc: float, labels: np.ndarray) -> float:
+    """Hanley and McNeil's (1982) standard error of an AUC over these labels."""
+    positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
+    if math.isnan(auc) or not positives or not negatives:
+        return math.nan
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc ** 2)
+                + (negatives - 1) * (q2 - auc ** 2)) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
 
 
 def cycle(data: DataLoader) -> Iterator[Batch]:
@@ -177,7 +189,7 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         history["evaluations"].append(start)
     elif probe is not None:
         start_point = evaluate(0, 0)
-    floor = start_point["probe_auc"] - stop.auc_tolerance if start_point else -math.inf
+    floor = auc_floor(start_point, stop) if start_point else -math.inf
     if start_point and (reason := nothing_to_unlearn(start_point, stop)):
         _finish(history, model, backbone, accelerator, 0)
         return stopped_before_start(start_point, reason)
@@ -230,6 +242,12 @@ def measure_before_unlearning(backbone: Backbone, probe: Probe, device: torch.de
     backbone.model.to(device)
     return {"step": 0, "epoch": 0,
             **measure(backbone.model, probe, device, backbone.encoder().tokens)}
+
+
+def auc_floor(start: dict[str, Any], stop: StopRule) -> float:
+    """The probe AUC the run must keep: its start less the tolerance or its own noise."""
+    noise = stop.noise_z * start.get("probe_auc_se", 0.0)
+    return start["probe_auc"] - max(stop.auc_tolerance, 0.0 if math.isnan(noise) else noise)
 
 
 def nothing_to_unlearn(point: dict[str, Any], stop: StopRule) -> str | None:
