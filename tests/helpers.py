@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from e2urec.cli import main
 from e2urec.config import BackboneConfig, TrainConfig
 
 SHARED_ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
@@ -55,3 +57,33 @@ def quick_train(**overrides) -> TrainConfig:
               "early_stopping": True}
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file and folder under ``roots`` with the hash of each file.
+
+    A folder lock's file and SQLite's WAL side files are left out: taking a
+    lock and opening a database in WAL mode are not changes to the content.
+    """
+    seen = {}
+    for root in roots:
+        for path in sorted([root, *root.rglob("*")] if root.exists() else []):
+            if path.name == ".e2urec.lock" or path.name.endswith(("-wal", "-shm")):
+                continue
+            seen[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest()
+                               if path.is_file() else "dir")
+    return seen
+
+
+def fails(argv: list[str], capsys, *expected: str, unchanged: tuple[Path, ...] = ()) -> str:
+    """Run the command; assert exit 2, one error line naming ``expected``, no change on disk."""
+    before = snapshot(*unchanged)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    first = err.splitlines()[0]
+    assert first.startswith(f"e2urec {argv[0]}: error: ")
+    for text in expected:
+        assert text in first, first
+    assert snapshot(*unchanged) == before
+    return first

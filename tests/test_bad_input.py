@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,34 +15,10 @@ import pytest
 from e2urec.cli import main
 from e2urec.config import PrepareConfig
 from e2urec.training.finetune import train_split
-from tests.helpers import TINY, quick_train, tiny_backbone
+from tests.helpers import TINY, fails, quick_train, tiny_backbone
 
 TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 UNWRITABLE = Path("/proc/e2urec-test-output")  # /proc takes no new files, even for root
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file and folder under ``roots`` with the hash of each file."""
-    seen = {}
-    for root in roots:
-        for path in sorted([root, *root.rglob("*")] if root.exists() else []):
-            seen[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest()
-                               if path.is_file() else "dir")
-    return seen
-
-
-def fails(argv: list[str], capsys, *expected: str, unchanged: tuple[Path, ...] = ()) -> str:
-    """Run the command; assert exit 2, one error line naming ``expected``, no change on disk."""
-    before = snapshot(*unchanged)
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    first = err.splitlines()[0]
-    assert first.startswith(f"e2urec {argv[0]}: error: ")
-    for text in expected:
-        assert text in first, first
-    assert snapshot(*unchanged) == before
-    return first
 
 
 @pytest.fixture(scope="module")

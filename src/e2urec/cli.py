@@ -110,7 +110,63 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: --out)")
     bench.add_argument("--wait", action="store_true",
                        help="wait for another bench on the same folder instead of failing")
+    sequential = sub.add_parser("sequential", help="deletion requests one after another, "
+                                "every method against Retrain (a YAML study)")
+    sequential.add_argument("--config", required=True)
+    sequential.add_argument("--out", required=True)
+    sequential.add_argument("--stages-from", metavar="DIR",
+                            help="reuse the data and Original stages of a bench folder")
+    _add_deploy_commands(sub)
     return parser
+
+
+def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
+    """The deployed recommender: ``deploy init|status|history``, ``forget``, ``recommend``."""
+    from e2urec.deploy.requests import Verification
+
+    deploy = sub.add_parser("deploy", help="a deployment store: init, status, history")
+    actions = deploy.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="create a store serving a trained model")
+    init.add_argument("--original", required=True, help="the model to serve (model folder)")
+    init.add_argument("--data", required=True, help="the prepared data it was trained on")
+    init.add_argument("--store", required=True, help="the store folder to create")
+    init.add_argument("--overwrite", action="store_true",
+                      help="replace --store even when it holds other files")
+    init.add_argument("--config", help="YAML with backbone:/train: sections (or a study "
+                      "file): how the store retrains, e.g. for method retrain")
+    init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    init.set_defaults(model=None, seed=None)
+    for name, what in (("status", "check the store and list unfinished requests"),
+                       ("history", "the ledger as a table")):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("--store", required=True)
+        action.add_argument("--json", action="store_true", help="print JSON")
+
+    forget = sub.add_parser("forget", help="a deletion request: unlearn users, verify, purge")
+    forget.add_argument("--store", required=True)
+    forget.add_argument("--users", nargs="+", required=True, metavar="ID")
+    forget.add_argument("--method", default="e2urec", help="e2urec (default), neggrad, "
+                        "bad-teacher, bad-teacher-labels or retrain")
+    forget.add_argument("--request-id", help="the request's id (default: the next r000N); "
+                        "the same id again is a no-op, or finishes an interrupted request")
+    forget.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method option, e.g. alpha=2 (repeatable)")
+    forget.add_argument("--config", help="YAML with a method: section, or a study file "
+                        "(the options of --method under methods:)")
+    forget.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    for field in dataclasses.fields(Verification):
+        forget.add_argument(f"--{field.name.replace('_', '-')}", type=float,
+                            help=f"{field.metadata.get('help', '')} "
+                            f"(default {field.default})")
+    forget.add_argument("--wait", action="store_true",
+                        help="wait for a request already running on the store")
+    forget.set_defaults(model=None, seed=None)
+
+    recommend = sub.add_parser("recommend", help="top movies for a user from the store")
+    recommend.add_argument("--store", required=True)
+    recommend.add_argument("--user", required=True)
+    recommend.add_argument("--top", type=int, default=10)
+    recommend.add_argument("--json", action="store_true", help="print JSON")
 
 
 def load_sections(args: argparse.Namespace) -> dict[str, Any]:
@@ -286,17 +342,84 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sequential(args: argparse.Namespace) -> int:
+    from e2urec.bench.sequential import run_sequential
+
+    print(run_sequential(args.config, args.out, stages_from=args.stages_from,
+                         threads=args.threads))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from e2urec.deploy.history import format_history, format_status
+    from e2urec.deploy.store import init_store, open_store, status
+
+    if args.action == "init":
+        backbone, train, _ = run_configs(args)
+        store = init_store(args.original, args.data, args.store, backbone, train,
+                           args.overwrite)
+        print(f"store {store.root}: serving version {store.ledger.current().id} "
+              f"({args.original}), data from {args.data}")
+        return 0
+    store = open_store(args.store)
+    if args.action == "status":
+        report = status(store)
+        print(json.dumps(report, indent=2) if args.json else format_status(report, store.root))
+        return 0 if report["consistent"] else 1
+    requests = store.ledger.requests()
+    print(json.dumps(requests, indent=2) if args.json else format_history(requests))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from e2urec.deploy.requests import Verification, forget
+    from e2urec.deploy.store import open_store
+    from e2urec.fileio import folder_lock
+
+    _, _, options = run_configs(args)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Verification)
+             if getattr(args, f.name) is not None}
+    verification = from_dict(Verification, flags, "verification")
+    store = open_store(args.store)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with folder_lock(store.root, "request", wait=args.wait, log=log):
+        outcome = forget(store, args.users, args.method, options, args.request_id,
+                         verification, log=log)
+    print(f"{outcome.request_id}: {outcome.status}: {outcome.message}")
+    return 1 if outcome.status == "failed" else 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from e2urec.deploy.recommend import recommend
+    from e2urec.deploy.store import open_store
+
+    store = open_store(args.store)
+    ranked = recommend(store, args.user, args.top)
+    if args.json:
+        print(json.dumps(ranked, indent=2))
+        return 0
+    print(f"top {len(ranked)} for user {args.user} (version {store.ledger.current().id}):")
+    for row in ranked:
+        print(f"{row['rank']:>3}. {row['p_yes']:.3f}  {row['title']}")
+    return 0
+
+
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "unlearn": cmd_unlearn, "bench": cmd_bench}
+            "unlearn": cmd_unlearn, "bench": cmd_bench, "deploy": cmd_deploy,
+            "forget": cmd_forget, "recommend": cmd_recommend, "sequential": cmd_sequential}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from e2urec.fileio import LockedError
-    from e2urec.runtime import set_threads
+    from e2urec.runtime import quiet_progress_bars, set_threads
 
     args = build_parser().parse_args(argv)
+    quiet_progress_bars()
     try:
-        if args.command != "bench":  # a study sets its own (recorded) thread count
+        if args.command not in ("bench", "sequential"):  # a study sets its own threads
             set_threads(args.threads)
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, NotADirectoryError,

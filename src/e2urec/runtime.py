@@ -1,4 +1,4 @@
-"""Process-wide settings a run records: torch's CPU thread count.
+"""Process-wide settings: torch's CPU thread count (a run records it), quiet logs.
 
 On a small machine the thread count matters more than anything else: two
 busy processes with two threads each on two cores ran scoring 5x slower than
@@ -64,3 +64,14 @@ def set_threads(requested: int | None) -> int:
         raise ValueError(f"threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     return threads
+
+
+def quiet_progress_bars() -> None:
+    """No transformers progress bars (weight loading, saving) when stderr is not a terminal:
+    logs of commands and studies keep only what they say themselves."""
+    import sys
+
+    from transformers.utils import logging
+
+    if not sys.stderr.isatty():
+        logging.disable_progress_bar()

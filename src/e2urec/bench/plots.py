@@ -59,3 +59,27 @@ def _unlearn_time(frame: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def plot_against_requests(frame: pd.DataFrame, panels: list[tuple[str, str]], path: Path,
+                          title: str) -> Path:
+    """A panel per ``(column, label)`` against the request number, a line per method."""
+    cols = 4
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, panels, strict=False):
+        for method, group in frame.groupby("method", sort=False):
+            group = group.sort_values("request")
+            ax.plot(group["request"], group[key], marker="o", markersize=3, label=method,
+                    color=REFERENCES.get(method))
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("request")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"Sequential deletion requests: {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,60 @@
+"""Plain-text views of the ledger and of a store's status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("request", "received", "status", "users", "method", "versions", "seconds",
+           "MIA before>after", "canary before>after", "valid AUC before>after", "purged")
+
+
+def format_history(requests: list[dict[str, Any]]) -> str:
+    """One row a request, oldest first."""
+    if not requests:
+        return "no requests yet"
+    rows = [COLUMNS] + [_row(r) for r in requests]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    failed = [f"{r['id']}: {r['reason']}" for r in requests if r["status"] == "failed"]
+    return "\n".join(lines + [f"failed {line}" for line in failed])
+
+
+def _row(request: dict[str, Any]) -> tuple[str, ...]:
+    users = request["users"]
+    shown = " ".join(users[:3]) + (f" (+{len(users) - 3})" if len(users) > 3 else "")
+    before, after = request["metrics_before"] or {}, request["metrics_after"] or {}
+    versions = f"{request['version_before'] or '-'}>{request['version_after'] or '-'}"
+    seconds = f"{request['seconds']:.1f}" if request["seconds"] is not None else "-"
+    return (request["id"], request["received"].replace("+00:00", "Z"), request["status"],
+            shown, request["method"] or "-", versions, seconds,
+            _pair(before, after, "mia_auc"), _pair(before, after, "canary_success"),
+            _pair(before, after, "valid_auc"), str(len(request["purged"] or [])))
+
+
+def _pair(before: dict[str, Any], after: dict[str, Any], key: str) -> str:
+    if key not in before and key not in after:
+        return "-"
+    return f"{_num(before.get(key))}>{_num(after.get(key))}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_status(report: dict[str, Any], root: Path) -> str:
+    lines = [f"store {root}: {'consistent' if report['consistent'] else 'NOT consistent'}",
+             f"  current version {report['current']} ({report['versions']} kept), "
+             f"{report['forgotten_users']} user(s) forgotten"]
+    lines += [f"  problem: {p}" for p in report["problems"]]
+    for request in report["unfinished"]:
+        lines.append(f"  unfinished request {request['id']} ({request['status']}); finish it "
+                     f"with: e2urec forget --store {root} --request-id {request['id']} "
+                     f"--users {' '.join(request['users'])}")
+    if report["unrecorded_versions"]:
+        lines.append(f"  unrecorded version folders (an interrupted request's; removed when "
+                     f"it finishes): {', '.join(report['unrecorded_versions'])}")
+    if report["leftover_work"]:
+        lines.append(f"  scratch of unfinished requests: {', '.join(report['leftover_work'])}")
+    return "\n".join(lines)
