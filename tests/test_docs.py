@@ -8,7 +8,8 @@ METHODS_MD = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
 
 def test_every_option_has_a_help_text():
     classes = [m.Options for m in REGISTRY.values()] + [
-        docs.PrepareConfig, docs.BackboneConfig, docs.TrainConfig]
+        docs.PrepareConfig, docs.BackboneConfig, docs.TrainConfig, docs.Verification,
+        docs.Scenario]
     missing = [f"{cls.__name__}.{name}" for cls in classes for name, _, text in docs.rows(cls)
                if not text]
     assert missing == []

@@ -155,7 +155,8 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                         "(the options of --method under methods:)")
     forget.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     for field in dataclasses.fields(Verification):
-        forget.add_argument(f"--{field.name.replace('_', '-')}", type=float,
+        forget.add_argument(f"--{field.name.replace('_', '-')}",
+                            type=int if field.type in (int, "int") else float,
                             help=f"{field.metadata.get('help', '')} "
                             f"(default {field.default})")
     forget.add_argument("--wait", action="store_true",

@@ -9,8 +9,7 @@ deleted with the rest of their data.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from e2urec.data.movielens import DataFormatError, MovieLens
 from e2urec.data.prompts import build_prompt
+from e2urec.data.samples import read_json_lines
 
 ITEMS_FILE = "items.jsonl"
 USERS_FILE = "users.jsonl"
@@ -42,23 +42,6 @@ def catalog_rows(data: MovieLens, users: Iterable[str]) -> tuple[list[dict], lis
 
 def _user_order(user: str) -> tuple[int, str]:
     return (int(user), user) if user.isdigit() else (1 << 62, user)
-
-
-def read_lines(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
-    """JSON lines with ``required`` fields, naming the file and line of a bad one."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or any(k not in row for k in required):
-                raise DataFormatError(f"{path}:{lineno}: needs the fields {list(required)}")
-            rows.append(row)
-    return rows
 
 
 @dataclass
@@ -95,8 +78,8 @@ def read_catalog(data_dir: str | Path, history: int = 10) -> Catalog | None:
     folder = Path(data_dir)
     if not (folder / ITEMS_FILE).is_file() or not (folder / USERS_FILE).is_file():
         return None
-    items = read_lines(folder / ITEMS_FILE, ("item_id", "title"))
-    users = read_lines(folder / USERS_FILE, ("user_id", "gender", "age", "occupation",
+    items = read_json_lines(folder / ITEMS_FILE, ("item_id", "title"))
+    users = read_json_lines(folder / USERS_FILE, ("user_id", "gender", "age", "occupation",
                                              "ratings"))
     return Catalog({r["item_id"]: r["title"] for r in items},
                    {r["user_id"]: r for r in users}, history)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing samples file {path}")
+    return read_json_lines(path, REQUIRED_FIELDS, _type_problem)
+
+
+def read_json_lines(path: str | Path, required: Sequence[str],
+                    problem: Callable[[dict[str, Any]], str | None] | None = None
+                    ) -> list[dict[str, Any]]:
+    """JSON objects a line with ``required`` fields; a bad line is named with its number."""
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with Path(path).open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -45,11 +52,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            missing = [f for f in REQUIRED_FIELDS if not isinstance(row, dict) or f not in row]
+            missing = [f for f in required if not isinstance(row, dict) or f not in row]
             if missing:
                 raise DataFormatError(f"{path}:{lineno}: missing field(s) {missing}")
-            if problem := _type_problem(row):
-                raise DataFormatError(f"{path}:{lineno}: {problem}; run `e2urec prepare` "
+            if problem and (what := problem(row)):
+                raise DataFormatError(f"{path}:{lineno}: {what}; run `e2urec prepare` "
                                       "again or fix the line")
             rows.append(row)
     return rows

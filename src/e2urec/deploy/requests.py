@@ -30,8 +30,14 @@ from typing import Any
 from e2urec.checkpoints.folders import load_model, save_model
 from e2urec.checkpoints.scorers import ModelScorer
 from e2urec.config import ConfigError, option, to_dict
-from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, read_lines
-from e2urec.data.samples import OPTIONAL_SPLITS, read_manifest, read_split, write_jsonl
+from e2urec.data.catalog import ITEMS_FILE, USERS_FILE
+from e2urec.data.samples import (
+    OPTIONAL_SPLITS,
+    read_json_lines,
+    read_manifest,
+    read_split,
+    write_jsonl,
+)
 from e2urec.deploy.ledger import Version, now
 from e2urec.deploy.store import Store, copy_data, data_users, status, without_users
 from e2urec.evaluation.evaluate import evaluate
@@ -252,7 +258,7 @@ def request_data(data_dir: Path, users: Sequence[str], out: Path) -> Path:
         write_json(tmp / "manifest.json", request_manifest)
         if (data_dir / ITEMS_FILE).is_file():  # the catalogue, for the ranking metrics
             shutil.copy2(data_dir / ITEMS_FILE, tmp / ITEMS_FILE)
-            write_jsonl(tmp / USERS_FILE, [u for u in read_lines(data_dir / USERS_FILE,
+            write_jsonl(tmp / USERS_FILE, [u for u in read_json_lines(data_dir / USERS_FILE,
                                                                  ("user_id",))
                                            if u["user_id"] not in users])
     return out

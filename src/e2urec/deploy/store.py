@@ -27,8 +27,8 @@ from typing import Any
 from e2urec.backbones.registry import TINY, create_backbone
 from e2urec.checkpoints.folders import check_model_folder, load_model, save_model
 from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
-from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, read_lines
-from e2urec.data.samples import SPLITS, read_jsonl, read_manifest, write_jsonl
+from e2urec.data.catalog import ITEMS_FILE, USERS_FILE
+from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
 
@@ -150,7 +150,7 @@ def copy_data(source: Path, target: Path, drop_users: set[str]) -> dict[str, int
                 dropped[split] = len(rows) - len(kept)
                 write_jsonl(tmp / path.name, kept)
         if (source / USERS_FILE).is_file():
-            users = read_lines(source / USERS_FILE, ("user_id",))
+            users = read_json_lines(source / USERS_FILE, ("user_id",))
             kept_users = [u for u in users if u["user_id"] not in drop_users]
             dropped["users"] = len(users) - len(kept_users)
             write_jsonl(tmp / USERS_FILE, kept_users)
@@ -185,7 +185,7 @@ def data_users(data_dir: Path) -> set[str]:
         if path.is_file():
             users.update(r["user_id"] for r in read_jsonl(path))
     if (data_dir / USERS_FILE).is_file():
-        users.update(u["user_id"] for u in read_lines(data_dir / USERS_FILE, ("user_id",)))
+        users.update(u["user_id"] for u in read_json_lines(data_dir / USERS_FILE, ("user_id",)))
     return users
 
 

@@ -1,0 +1,81 @@
+"""The sequential study end to end on synthetic data: stores, Retrain reference, table, plot."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from e2urec.bench.sequential import Scenario, request_batches
+from e2urec.cli import main
+from e2urec.config import ConfigError
+from e2urec.deploy.store import open_store
+from tests.deploy.test_store import users_in
+from tests.helpers import PILOTS, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_requests_go_to_every_store_in_order_and_each_is_scored_against_retrain(
+        tmp_path, synthetic_raw, capsys):
+    config = tmp_path / "sequential.yaml"
+    config.write_text(f"""
+name: sequential smoke
+seeds: [3]
+data: {{dataset: ml-100k, data_dir: {synthetic_raw}, allow_modified_data: true,
+        forget_users: {PILOTS}, holdout_fraction: 0.25, canaries: 2, shards: 2}}
+backbone: {dict(name="tiny-llama", **TINY)}
+train: {{epochs: 2, lr: 1.0e-3, batch_size: 4}}
+methods:
+  neggrad: {{schedule: {{epochs: 1}}}}
+scenarios:
+  - {{name: one user, requests: 2, users_per_request: 1}}
+ranking_positives: 10
+""")
+    out = tmp_path / "out"
+    assert main(["--threads", "1", "sequential", "--config", str(config), "--out",
+                 str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| one user | retrain | 2 |" in table and "| one user | neggrad | 2 |" in table
+
+    frame = pd.read_csv(out / "results.csv")
+    assert list(frame.method) == ["retrain", "neggrad"] * 2
+    assert list(frame.request) == [1, 1, 2, 2]
+    assert list(frame.forgotten_users) == [1, 1, 2, 2]
+    assert (frame[frame.method == "retrain"].forget_sym_kl == 0).all()
+    assert (frame[frame.method == "neggrad"].forget_sym_kl > 0).all()
+    assert frame.hr10.between(0, 1).all() and frame.test_auc.between(0, 1).all()
+    assert (out / "sequential_one-user.png").stat().st_size > 10_000
+
+    # The canary users go first; each store forgot them in order, and purged them.
+    first, second = request_order(out)
+    assert {first, second} <= set(PILOTS)
+    for method in ("retrain", "neggrad"):
+        store = open_store(out / "scenarios" / "one-user" / "stores" / method)
+        requests = store.ledger.requests()
+        assert [(r["id"], r["users"], r["status"]) for r in requests] == [
+            ("q01", [first], "done"), ("q02", [second], "done")]
+        assert not {first, second} & users_in(store.data_dir)
+        store.close()
+
+    # A second run reads the measured requests back instead of redoing them.
+    before = (out / "results.csv").read_text()
+    assert main(["--threads", "1", "sequential", "--config", str(config), "--out",
+                 str(out)]) == 0
+    assert (out / "results.csv").read_text() == before
+
+
+def request_order(out) -> list[str]:
+    store = open_store(out / "scenarios" / "one-user" / "stores" / "retrain")
+    users = [r["users"][0] for r in store.ledger.requests()]
+    store.close()
+    return users
+
+
+def test_request_batches_put_canary_users_first_and_refuse_too_many():
+    manifest = {"forget_user_ids": ["1", "2", "3", "4", "5"], "train_users": 50,
+                "canaries": {"users": ["4", "2"]}}
+    assert request_batches(manifest, Scenario(requests=3)) == [["4"], ["2"], ["1"]]
+    two_percent = Scenario(requests=2, users_per_request=None, fraction=0.04)
+    assert request_batches(manifest, two_percent) == [["4", "2"], ["1", "3"]]
+    with pytest.raises(ConfigError, match="need 6 forget users; the data has 5"):
+        request_batches(manifest, Scenario(requests=3, users_per_request=2))
