@@ -1,8 +1,8 @@
 """What a recommender needs beyond the samples: the movies, and each user's profile.
 
-``items.jsonl`` holds every movie (id, title); ``users.jsonl`` every user of the
-prepared samples with their demographics and whole rating history in time
-order. Recommendations (``e2urec recommend``) and the ranking metrics build
+``users.jsonl`` holds every user of the prepared samples with their
+demographics and whole rating history in time order, ``items.jsonl`` the
+movies (id, title) they rated. Recommendations (``e2urec recommend``) and the ranking metrics build
 prompts for movies a user has not rated from these; a forgotten user's line is
 deleted with the rest of their data.
 """
@@ -25,12 +25,17 @@ USERS_FILE = "users.jsonl"
 
 
 def catalog_rows(data: MovieLens, users: Iterable[str]) -> tuple[list[dict], list[dict]]:
-    """Rows of ``items.jsonl`` (every movie) and ``users.jsonl`` (the given users)."""
-    items = [{"item_id": str(i), "title": str(t)}
-             for i, t in zip(data.items.item_id, data.items.title, strict=True)]
+    """Rows of ``items.jsonl`` and ``users.jsonl``: the given users and the movies they rated.
+
+    Movies nobody among them rated are left out: nothing is known about them.
+    """
     wanted = set(map(str, users))
     ratings = data.ratings.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
     ratings = ratings[ratings.user_id.astype(str).isin(wanted)]
+    rated = set(ratings.item_id.astype(str))
+    items = [{"item_id": str(i), "title": str(t)}
+             for i, t in zip(data.items.item_id, data.items.title, strict=True)
+             if str(i) in rated]
     history = {str(u): [[str(i), float(r)] for i, r in zip(g.item_id, g.rating, strict=True)]
                for u, g in ratings.groupby("user_id", sort=False)}
     profiles = data.users.set_index(data.users.user_id.astype(str))
