@@ -174,7 +174,7 @@ def test_a_yaml_syntax_error_is_one_line_with_the_file(tmp_path, capsys):
 
 
 def test_the_bench_keys_its_stages_by_the_raw_data_read(tmp_path, synthetic_raw):
-    from e2urec.bench.study import Stages, StudyConfig, _prepare
+    from e2urec.bench.study import Stages, StudyConfig, prepare_stage
     from e2urec.data.sources import find_raw
 
     raw_dir = tmp_path / "ml-100k"
@@ -184,11 +184,11 @@ def test_the_bench_keys_its_stages_by_the_raw_data_read(tmp_path, synthetic_raw)
                         methods={"neggrad": {}})
     logs: list[str] = []
     stages = Stages(tmp_path / "bench", logs.append)
-    first = _prepare(stages, study, find_raw(study.data))
-    assert _prepare(stages, study, find_raw(study.data)) == first  # same bytes: reused
+    first = prepare_stage(stages, study, find_raw(study.data))
+    assert prepare_stage(stages, study, find_raw(study.data)) == first  # same bytes: reused
     with (raw_dir / "u.data").open("a") as handle:
         handle.write("1\t3\t5\t1999999\n")
-    second = _prepare(stages, study, find_raw(study.data))
+    second = prepare_stage(stages, study, find_raw(study.data))
     assert second != first
     assert [line.split()[2] for line in logs] == ["running", "reusing", "running"]
 
