@@ -29,7 +29,7 @@ from typing import Any
 
 from e2urec.checkpoints.folders import load_model, save_model
 from e2urec.checkpoints.scorers import ModelScorer
-from e2urec.config import ConfigError, option, to_dict
+from e2urec.config import ConfigError, from_dict, option, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE
 from e2urec.data.samples import (
     OPTIONAL_SPLITS,
@@ -69,9 +69,8 @@ class Verification:
 @dataclass
 class Outcome:
     request_id: str
-    status: str  # done, failed, nothing to do, already done, ...
+    status: str  # done, failed, nothing to do, already done, already failed
     message: str
-    record: dict[str, Any] | None = None
 
 
 def forget(store: Store, users: Sequence[str], method: str = "e2urec",
@@ -88,7 +87,7 @@ def forget(store: Store, users: Sequence[str], method: str = "e2urec",
         raise RequestError(f"the store is not consistent: {problems[0]}; nothing was changed "
                            "(see e2urec deploy status)")
     if request_id is not None and (earlier := ledger.request(request_id)):
-        return resume(store, earlier, users, verification, log)
+        return resume(store, earlier, users, log)
     check_method(method, options)
     if unfinished := ledger.unfinished():
         other = unfinished[0]
@@ -122,7 +121,7 @@ def check_method(method: str, options: dict[str, Any] | None) -> None:
 
 
 def resume(store: Store, request: dict[str, Any], users: Sequence[str],
-           verification: Verification, log: Callable[[str], None]) -> Outcome:
+           log: Callable[[str], None]) -> Outcome:
     """The same request id again: a no-op if it ended, else finish it."""
     rid = request["id"]
     if set(users) != set(request["users"]):
@@ -138,7 +137,9 @@ def resume(store: Store, request: dict[str, Any], users: Sequence[str],
         log(f"[forget] request {rid}: applied before an interruption; finishing the purge")
         return _purge(store, request, log)
     log(f"[forget] request {rid}: pending after an interruption; starting it again")
-    return _carry_out(store, request, verification, log)
+    # The thresholds recorded with the request hold, whatever this call was given.
+    recorded = from_dict(Verification, request["verification"] or {}, "verification")
+    return _carry_out(store, request, recorded, log)
 
 
 def _carry_out(store: Store, request: dict[str, Any], verification: Verification,
@@ -168,7 +169,7 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
                                       version_before=current.id, metrics_before=before,
                                       metrics_after=after)
             return Outcome(rid, "failed", f"request {rid} failed verification: {reason}; "
-                           f"version {current.id} stays current", ledger.request(rid))
+                           f"version {current.id} stays current")
         new_id = f"v{len(ledger.versions()):04d}"
         target = store.version_dir(new_id)
         shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's unrecorded copy
@@ -220,8 +221,7 @@ def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) ->
                               seconds=(request["seconds"] or 0.0)
                               + time.perf_counter() - began)
     log(f"[forget] request {rid}: done; purged {len(purged)} item(s)")
-    return Outcome(rid, "done", f"request {rid} done: version {current} is current",
-                   ledger.request(rid))
+    return Outcome(rid, "done", f"request {rid} done: version {current} is current")
 
 
 def digest_of(hashes: dict[str, str]) -> str:
