@@ -9,6 +9,7 @@ import torch
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.data.catalog import read_catalog
 from e2urec.data.prompts import YES_ANSWER
+from e2urec.data.samples import read_manifest
 from e2urec.deploy.store import Store
 from e2urec.evaluation.predict import predict
 
@@ -44,5 +45,4 @@ def recommend(store: Store, user: str, top: int = 10, batch_size: int = 64,
 
 def store_history(store: Store) -> int:
     """How many past ratings the store's prompts show (the data's ``history``)."""
-    from e2urec.data.samples import read_manifest
     return int(read_manifest(store.data_dir).get("config", {}).get("history", 10))
