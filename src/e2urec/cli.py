@@ -389,7 +389,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     with folder_lock(store.root, "request", wait=args.wait, log=log):
         outcome = forget(store, args.users, args.method, options, args.request_id,
                          verification, log=log)
-    print(f"{outcome.request_id}: {outcome.status}: {outcome.message}")
+    prefix = f"{outcome.request_id}: " if outcome.request_id else ""
+    print(f"{prefix}{outcome.status}: {outcome.message}")
     return 1 if outcome.status == "failed" else 0
 
 

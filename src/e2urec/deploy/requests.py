@@ -68,7 +68,7 @@ class Verification:
 
 @dataclass
 class Outcome:
-    request_id: str
+    request_id: str | None  # None when nothing was recorded
     status: str  # done, failed, nothing to do, already done, already failed
     message: str
 
@@ -104,7 +104,7 @@ def forget(store: Store, users: Sequence[str], method: str = "e2urec",
         log(f"[forget] user {user} was already forgotten by request {forgotten[user]}; "
             "not unlearned again")
     if not todo:
-        return Outcome(request_id or "-", "nothing to do",
+        return Outcome(request_id, "nothing to do",
                        "every user in the request was already forgotten")
     request_id = request_id or ledger.next_request_id()
     ledger.record_request(request_id, todo, method, options or {}, to_dict(verification))
