@@ -28,8 +28,11 @@ def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
                  str(model), "--out", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
     assert set(results) == {"test", "forget", "retain", "forget_vs_reference", "mia_auc",
-                            "mia_nonmembers", "canary", "e2urec"}
+                            "mia_nonmembers", "canary", "ranking", "e2urec"}
     assert set(results["canary"]) == {"success", "base_rate"}
+    ranked = results["ranking"]
+    assert ranked["candidates"] == 100 and 0 < ranked["positives"] <= 100
+    assert 0 <= ranked["ndcg@10"] <= ranked["hr@10"] <= 1
     assert results["e2urec"]["kind"] == "e2urec-evaluation"
     assert set(results["test"]) == {"auc", "acc", "logloss"}
     assert results["forget_vs_reference"]["sym_kl"] == pytest.approx(0.0, abs=1e-6)
