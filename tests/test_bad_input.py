@@ -220,6 +220,16 @@ def test_a_truncated_weights_file_is_named(tmp_path, prepared_dir, model_dir, ca
           unchanged=(tmp_path,))
 
 
+def test_a_lora_target_the_model_lacks_fails_before_any_training(tmp_path, prepared_dir,
+                                                                  model_dir, capsys):
+    start = time.perf_counter()
+    fails(["unlearn", "--method", "e2urec", "--data", str(prepared_dir), "--original",
+           str(model_dir), "--option", "lora.targets=[all-linear]", "--out",
+           str(tmp_path / "u")], capsys, "LoRA target '[all-linear]' matches no layer",
+          "q_proj", unchanged=(tmp_path,))
+    assert time.perf_counter() - start < 5.0  # the augmented model was never trained
+
+
 # -- concurrency --------------------------------------------------------------------------
 
 HOLD_LOCK = """
@@ -275,7 +285,8 @@ def test_an_e2urec_adapter_loads_with_plain_peft_from_another_directory(
     monkeypatch.chdir(work)  # the run names the Original by a relative path
     assert main(["unlearn", "--method", "e2urec", "--data", str(prepared_dir), "--original",
                  "original", "--option", "schedule.epochs=1", "--option", "augment_epochs=1",
-                 "--option", "stop_rule=none", "--out", "adapter"]) == 0
+                 "--option", "stop_rule=none", "--option", "calibrate_alpha=false",
+                 "--out", "adapter"]) == 0
     config = json.loads((work / "adapter" / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]).is_absolute()
     elsewhere = tmp_path / "elsewhere"

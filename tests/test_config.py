@@ -118,3 +118,15 @@ def test_the_paper_preset_is_the_reference_budget_and_options_override_it():
     assert round(parse_options("neggrad", {"preset": "paper"}).schedule.epochs * 812) == 3000
     with pytest.raises(ConfigError, match="unknown preset 'fast' \\(presets of sisa: none\\)"):
         parse_options("sisa", {"preset": "fast"})
+
+
+def test_a_calibrated_alpha_without_its_probe_is_refused_in_one_line():
+    from e2urec.methods.base import parse_options
+
+    assert parse_options("e2urec", {}).calibrate_alpha is True
+    assert parse_options("e2urec", {"preset": "paper"}).calibrate_alpha is False
+    for options in ({"stop_rule": "none"}, {"teacher_scope": "vocab"}):
+        with pytest.raises(ConfigError, match="calibrate_alpha needs teacher_scope: answer "
+                                              "and stop_rule: membership"):
+            parse_options("e2urec", options)
+    assert parse_options("e2urec", {"stop_rule": "none", "calibrate_alpha": False}).alpha == 32

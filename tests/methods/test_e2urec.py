@@ -13,7 +13,8 @@ from e2urec.training.losses import forgetting_teacher
 from tests.methods.conftest import family_name
 
 FAST = {"schedule": {"epochs": 2, "forget_only_epochs": 1}, "augment_epochs": 2,
-        "stop_rule": "none", "evals_per_epoch": 1, "probe_size": 32, "lora": {"r": 4, "alpha": 8}}
+        "stop_rule": "none", "calibrate_alpha": False, "evals_per_epoch": 1, "probe_size": 32,
+        "lora": {"r": 4, "alpha": 8}}
 STOP_REASONS = ("schedule", "membership gap closed", "probe AUC", "no membership gap")
 
 
@@ -136,13 +137,30 @@ def test_no_unlearning_decision_reads_valid_test_or_audit_rows(unlearn, prepared
     shutil.copytree(prepared_dir, blind)
     for split in ("valid", "test", "audit", "canary"):
         (blind / f"{split}.jsonl").write_text("this line is not JSON\n")
-    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "evals_per_epoch": 2},
-                        data_dir=blind)
+    # The default strength is calibrated on the probe users: that reads no such row either.
+    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "calibrate_alpha": True,
+                                   "evals_per_epoch": 2, "noise_z": 0.0}, data_dir=blind)
     assert len(record["history"]["evaluations"]) >= 1
+    assert record["teacher"]["calibrated"] is True
+
+
+def test_the_calibrated_teacher_is_as_unsure_of_the_forget_set_as_of_unseen_users(unlearn):
+    # noise_z 0: any gap counts, so the run reaches the teacher whatever the tiny data.
+    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "calibrate_alpha": True,
+                                   "alpha": 64.0, "noise_z": 0.0})
+    teacher, start = record["teacher"], record["history"]["evaluations"][0]
+    assert teacher["scope"] == "answer" and teacher["calibrated"] is True
+    # Its target is the probe users' loss at the first check, nothing else.
+    assert teacher["target_loss"] == start["holdout_loss"]
+    assert teacher["original_loss"] < teacher["target_loss"]
+    assert 0 < teacher["alpha"] <= 64.0
+    # The smallest strength that reaches the target, or the most allowed.
+    assert teacher["teacher_loss"] >= teacher["target_loss"] or teacher["alpha"] == 64.0
+    assert sum(teacher["samples_pushed"].values()) == pytest.approx(1.0)
 
 
 def test_two_seeded_runs_give_byte_identical_adapters_and_decisions(unlearn, tmp_path):
-    options = {**FAST, "stop_rule": "membership", "evals_per_epoch": 2}
+    options = {**FAST, "stop_rule": "membership", "calibrate_alpha": True, "evals_per_epoch": 2}
     first, out_a = unlearn("e2urec", options)
     second, out_b = unlearn("e2urec", options, out=tmp_path / "again")
     assert digest(out_a)["adapter_model.safetensors"] == \

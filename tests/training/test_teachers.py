@@ -3,7 +3,8 @@ import torch
 
 from e2urec.backbones.registry import create_backbone
 from e2urec.data.samples import read_split
-from e2urec.training.teachers import TeacherCache, frozen
+from e2urec.training.losses import answer_scoped_teacher, decision_shift, forgetting_teacher
+from e2urec.training.teachers import DecisionShiftTeacher, TeacherCache, frozen
 from tests.helpers import tiny_backbone
 
 
@@ -42,3 +43,26 @@ def test_a_cache_over_its_memory_budget_spills_to_a_float16_file(prepared_dir, t
 
     gc.collect()
     assert not list(tmp_path.glob("*.teacher"))  # the file goes with the cache
+
+
+def test_the_decision_shift_teacher_is_the_answer_scoped_forgetting_teacher(prepared_dir):
+    original = create_backbone(tiny_backbone(), prepared_dir, seed=0)
+    augmented = create_backbone(tiny_backbone(), prepared_dir, seed=1)
+    original.model.eval(), augmented.model.eval()
+    encoder = original.encoder()
+    tokens = encoder.tokens
+    features = encoder.encode(read_split(prepared_dir, "forget")[:12])
+    batch = encoder.collate(features)
+    z_orig, z_aug = frozen(original.model)(batch), frozen(augmented.model)(batch)
+    rows = torch.tensor([5, 0, 9])
+    for space in ("logits", "logprobs"):
+        shift = decision_shift(z_orig, z_aug, tokens.yes_id, tokens.no_id, space)
+        cache = TeacherCache(encoder, features, frozen(original.model), torch.device("cpu"))
+        teacher = DecisionShiftTeacher(cache, shift, tokens, alpha=3.0)
+        expected = answer_scoped_teacher(z_orig, forgetting_teacher(z_orig, z_aug, 3.0, space),
+                                         tokens.yes_id, tokens.no_id)
+        # Set after the pass: the same cache gives the teacher of any strength.
+        torch.testing.assert_close(teacher.logits(rows), expected[rows], atol=1e-4, rtol=1e-4)
+        teacher.alpha = 0.0
+        torch.testing.assert_close(teacher.logits(rows), z_orig[rows].log_softmax(-1),
+                                   atol=1e-4, rtol=1e-4)

@@ -2,7 +2,10 @@
 
 Student: the Original plus LoRA adapters; only the adapters train.
 Forgetting teacher (forget samples): z_orig - alpha * relu(z_aug - z_orig), where
-z_aug comes from the Original fine-tuned further on the forget set.
+z_aug comes from the Original fine-tuned further on the forget set. By default
+only its Yes/No split is used (``teacher_scope: answer``) and alpha is set per
+request (``calibrate_alpha``) so that the teacher is as unsure about the forget
+samples as the Original is about users it never saw (the probe users).
 Remembering teacher (retain samples): the Original, which is the student's
 own base with its adapters disabled, so no second copy is held.
 Loss: beta * L_forget + (1 - beta) * (L_remember + CE(retain)), soft-target
@@ -25,16 +28,18 @@ import torch
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
 from e2urec.checkpoints.folders import load_model
-from e2urec.config import LoraConfig, TrainConfig, option
+from e2urec.config import ConfigError, LoraConfig, TrainConfig, option
 from e2urec.methods.base import Unlearned, Unlearner, register
 from e2urec.training.loop import add_lora, fit, loader
 from e2urec.training.losses import (
     answer_ce,
-    answer_scoped_teacher,
+    calibrate_alpha,
+    decision_loss,
+    decision_shift,
     forgetting_teacher,
     soft_ce,
 )
-from e2urec.training.teachers import TeacherCache
+from e2urec.training.teachers import DecisionShiftTeacher, TeacherCache
 from e2urec.training.unlearn_loop import (
     Probe,
     Schedule,
@@ -52,8 +57,13 @@ class E2URecOptions:
     """Defaults: the project's recommended setting (docs/results.md, "E2URec that forgets");
     ``preset: paper`` is the reference code's."""
 
-    alpha: float = option(8.0, help="strength of the forgetting teacher "
-                          "z_orig - alpha * relu(z_aug - z_orig) (paper: 2)")
+    alpha: float = option(32.0, help="strength of the forgetting teacher "
+                          "z_orig - alpha * relu(z_aug - z_orig) (paper: 2); with "
+                          "calibrate_alpha, the most it may be")
+    calibrate_alpha: bool = option(
+        True, help="choose alpha per request: the smallest alpha whose teacher's mean Yes/No "
+        "loss on the forget samples reaches the probe users' loss at the first check "
+        "(needs teacher_scope answer and the membership stop rule)")
     beta: float = option(0.7, help="weight of the forget loss against remember + CE on retain "
                          "(paper: 0.4)")
     lora: LoraConfig = option(help="the student's adapters (paper: r 16, alpha 32, q and v)",
@@ -80,10 +90,18 @@ class E2URecOptions:
                             "guard allows as many standard errors of its AUC")
     auc_tolerance: float = option(0.01, help="restore and stop if probe AUC falls more than "
                                   "this (or its noise, if larger) below its start")
-    probe_size: int = option(256, help="samples of each probe set the stop rule scores")
+    probe_size: int = option(192, help="samples of each probe set the stop rule scores "
+                             "(its checks cost under a tenth of the run on the demo)")
     evals_per_epoch: int = option(1, help="stop-rule checks per epoch")
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
+
+    def validate(self) -> None:
+        if self.calibrate_alpha and (self.teacher_scope != "answer"
+                                     or self.stop_rule != "membership"):
+            raise ConfigError("calibrate_alpha needs teacher_scope: answer and stop_rule: "
+                              "membership (its target is the probe users' loss); set "
+                              "calibrate_alpha: false to use a fixed alpha")
 
 
 def base_logits(student: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -125,17 +143,32 @@ def distillation_loss(forget_teacher: TeacherCache, retain_teacher: TeacherCache
 
 
 def forget_teacher_fn(student: torch.nn.Module, augmented: torch.nn.Module, alpha: float,
-                      space: str = "logits", scope: str = "vocab", tokens=None):
-    """The forgetting teacher as a function of a batch (adapters of ``student`` disabled)."""
+                      space: str = "logits"):
+    """The whole-vocabulary forgetting teacher as a function of a batch (the paper's)."""
+
+    def teacher(batch):
+        with torch.no_grad():
+            z_aug = answer_logits(augmented, batch)
+        return forgetting_teacher(base_logits(student, batch), z_aug, alpha, space)
+
+    return teacher
+
+
+def original_recording_shift(student: torch.nn.Module, augmented: torch.nn.Module,
+                             log_odds: torch.Tensor, shift: torch.Tensor, tokens,
+                             space: str = "logits"):
+    """The Original's logits as a teacher function that also records, per sample, its
+    Yes-vs-No log-odds and the teacher's :func:`decision_shift` into the given tensors."""
 
     def teacher(batch):
         with torch.no_grad():
             z_aug = answer_logits(augmented, batch)
         z_orig = base_logits(student, batch)
-        z_fgt = forgetting_teacher(z_orig, z_aug, alpha, space)
-        if scope == "vocab":
-            return z_fgt
-        return answer_scoped_teacher(z_orig, z_fgt, tokens.yes_id, tokens.no_id)
+        index = batch["index"].cpu()
+        first = z_orig[:, 0].float()
+        log_odds[index] = (first[:, tokens.yes_id] - first[:, tokens.no_id]).cpu()
+        shift[index] = decision_shift(z_orig, z_aug, tokens.yes_id, tokens.no_id, space).cpu()
+        return z_orig
 
     return teacher
 
@@ -147,7 +180,7 @@ class E2URec(Unlearner):
     # The reference code's budget (T5-base, ML-1M: 812 forget steps an epoch), in epochs of the
     # forget set; see docs/deviations.md.
     presets = {"paper": {
-        "alpha": 2.0, "beta": 0.4, "teacher_scope": "vocab",
+        "alpha": 2.0, "calibrate_alpha": False, "beta": 0.4, "teacher_scope": "vocab",
         "augment_lr": 5e-5, "augment_weight_decay": 0.01, "augment_epochs": 1200 / 812,
         "schedule": {"lr": 1e-3, "batch_size": 16, "epochs": 1000 / 812,
                      "forget_only_epochs": 1, "max_grad_norm": None},
@@ -169,7 +202,7 @@ class E2URec(Unlearner):
                 # The augmented model and the teachers would go unused: skip them.
                 return Unlearned(add_lora(original, opts.lora), ctx.original_dir, {
                     "history": stopped_before_start(start, reason),
-                    "augment": {"source": "not needed"},
+                    "augment": {"source": "not needed"}, "teacher": {"source": "not needed"},
                     "teacher_forwards": {"forget": 0, "retain": 0}, "phases": self.phases})
         return self._distil(original, forget, retain, stop, probe, start)
 
@@ -191,7 +224,8 @@ class E2URec(Unlearner):
         student = add_lora(original, opts.lora)
         student.model.to(device)
         with self.phase("forget teacher"):
-            forget_teacher = self._forget_teacher(student, augmented, forget, device)
+            forget_teacher, teacher_record = self._forget_teacher(
+                student, augmented, forget, device, start["holdout_loss"] if start else None)
         del augmented
         gc.collect()
         retain_teacher = self._cache(student, retain, device,
@@ -208,7 +242,8 @@ class E2URec(Unlearner):
         self.phases["unlearning steps"] -= self.phases["checks"]
         teacher_forwards = {"forget": forget_teacher.computed, "retain": retain_teacher.computed}
         return Unlearned(student, ctx.original_dir, {
-            "history": history, "augment": augment_record, "teacher_forwards": teacher_forwards,
+            "history": history, "augment": augment_record, "teacher": teacher_record,
+            "teacher_forwards": teacher_forwards,
             "phases": self.phases})
 
     def _augmented(self, original: Backbone, forget: list[dict]) -> tuple[Backbone, dict]:
@@ -231,15 +266,35 @@ class E2URec(Unlearner):
                        "seconds": history["seconds"], "train_loss": history["train_loss"]}
 
     def _forget_teacher(self, student: Backbone, augmented: Backbone, forget: list[dict],
-                        device: torch.device) -> TeacherCache:
+                        device: torch.device, target_loss: float | None
+                        ) -> tuple[Any, dict[str, Any]]:
+        """The forgetting teacher's cache (the augmented model is needed only here)."""
         augmented.model.to(device).eval()
         opts = self.options
-        teacher = forget_teacher_fn(student.model, augmented.model, opts.alpha,
-                                    opts.teacher_space, opts.teacher_scope,
-                                    student.encoder().tokens)
-        cache = self._cache(student, forget, device, teacher)
-        cache.fill()  # the augmented model is needed only here
-        return cache
+        if opts.teacher_scope == "vocab":
+            cache = self._cache(student, forget, device, forget_teacher_fn(
+                student.model, augmented.model, opts.alpha, opts.teacher_space))
+            cache.fill()
+            return cache, {"alpha": opts.alpha, "scope": "vocab"}
+        tokens = student.encoder().tokens
+        log_odds, shift = torch.zeros(len(forget)), torch.zeros(len(forget))
+        cache = self._cache(student, forget, device, original_recording_shift(
+            student.model, augmented.model, log_odds, shift, tokens, opts.teacher_space))
+        cache.fill()
+        labels = torch.tensor([int(r["label"]) for r in forget])
+        alpha = opts.alpha
+        if opts.calibrate_alpha:
+            alpha = calibrate_alpha(log_odds, shift, labels, target_loss, opts.alpha)
+        # Where the teacher pushes each sample: away from its label (forgetting), toward
+        # it, or not at all (the augmented model's gain there was cut by the relu).
+        toward_label = shift * (labels * 2 - 1)
+        return DecisionShiftTeacher(cache, shift, tokens, alpha), {
+            "alpha": alpha, "scope": "answer", "calibrated": opts.calibrate_alpha,
+            "target_loss": target_loss, "original_loss": float(decision_loss(log_odds, labels)),
+            "teacher_loss": float(decision_loss(log_odds - alpha * shift, labels)),
+            "samples_pushed": {"away_from_label": float((toward_label > 0).float().mean()),
+                               "toward_label": float((toward_label < 0).float().mean()),
+                               "not_at_all": float((toward_label == 0).float().mean())}}
 
     def _cache(self, student: Backbone, rows: list[dict], device, teacher) -> TeacherCache:
         encoder = student.encoder()

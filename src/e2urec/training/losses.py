@@ -76,6 +76,45 @@ def answer_scoped_teacher(z_orig: torch.Tensor, z_teacher: torch.Tensor, yes_id:
     return log_p
 
 
+def decision_shift(z_orig: torch.Tensor, z_aug: torch.Tensor, yes_id: int, no_id: int,
+                   space: str = "logits") -> torch.Tensor:
+    """How far one unit of alpha moves the teacher's Yes-vs-No log-odds down: ``[B]``.
+
+    At the decision slot the teacher z_orig - alpha * relu(z_aug - z_orig) has
+    log-odds ``d_orig - alpha * (relu(dz_yes) - relu(dz_no))``; this returns the
+    bracket, so the teacher's split for any alpha follows from it and the Original.
+    """
+    first_orig, first_aug = z_orig[:, 0].float(), z_aug[:, 0].float()
+    if space == "logprobs":
+        first_orig, first_aug = first_orig.log_softmax(-1), first_aug.log_softmax(-1)
+    pushed = torch.relu(first_aug - first_orig)
+    return pushed[:, yes_id] - pushed[:, no_id]
+
+
+def decision_loss(log_odds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean Yes/No cross-entropy of a split with these Yes-vs-No log-odds."""
+    sign = labels.float() * 2 - 1
+    return F.softplus(-sign * log_odds.float()).mean()
+
+
+def calibrate_alpha(log_odds: torch.Tensor, shift: torch.Tensor, labels: torch.Tensor,
+                    target: float, max_alpha: float, grid: int = 4097) -> float:
+    """The smallest alpha in [0, max_alpha] whose teacher reaches ``target`` mean loss.
+
+    ``log_odds``: the Original's Yes-vs-No log-odds on the forget samples;
+    ``shift``: :func:`decision_shift`. The teacher's mean loss at alpha is
+    ``decision_loss(log_odds - alpha * shift)``; if no alpha reaches the target,
+    the alpha of the highest loss on the grid is returned.
+    """
+    alphas = torch.linspace(0.0, max_alpha, grid, dtype=torch.float64)
+    sign = labels.double() * 2 - 1
+    teacher = log_odds.double()[None, :] - alphas[:, None] * shift.double()[None, :]
+    losses = F.softplus(-sign[None, :] * teacher).mean(1)
+    reached = torch.nonzero(losses >= target)
+    best = int(reached[0]) if len(reached) else int(losses.argmax())
+    return float(alphas[best])
+
+
 def label_ce(model: torch.nn.Module, batch: dict[str, torch.Tensor],
              scope: str = "answer") -> torch.Tensor:
     """Label cross-entropy over the answer's tokens, or over the Yes/No token alone."""

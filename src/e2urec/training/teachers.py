@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from e2urec.backbones.scoring import Encoder, answer_logits
+from e2urec.backbones.scoring import AnswerTokens, Encoder, answer_logits
+from e2urec.training.losses import answer_scoped_teacher
 
 TeacherFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -88,3 +89,33 @@ class TeacherCache:
         rows = self.store[idx]
         rows = torch.from_numpy(np.asarray(rows, dtype=np.float32)) if self.on_disk else rows
         return rows.to(self.device)
+
+
+class DecisionShiftTeacher:
+    """The answer-scoped forgetting teacher with a strength that can be set after its pass.
+
+    Holds the Original's answer logits (a :class:`TeacherCache`) and, per
+    sample, how far one unit of alpha lowers the Yes-vs-No log-odds
+    (:func:`~e2urec.training.losses.decision_shift`). Its logits for a batch
+    are the Original's with only the decision's Yes/No split moved by
+    ``alpha * shift`` — the same as the forgetting teacher under
+    ``answer_scoped_teacher`` — so ``alpha`` can be chosen once the pass is done.
+    """
+
+    def __init__(self, original: TeacherCache, shift: torch.Tensor, tokens: AnswerTokens,
+                 alpha: float = 0.0):
+        self.original = original
+        self.shift = shift
+        self.tokens = tokens
+        self.alpha = alpha
+
+    @property
+    def computed(self) -> int:
+        return self.original.computed
+
+    def logits(self, indices: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities ``[B, A, V]`` of the teacher for feature positions ``indices``."""
+        z_orig = self.original.logits(indices)
+        moved = z_orig.clone()
+        moved[:, 0, self.tokens.yes_id] -= self.alpha * self.shift[indices.cpu()].to(z_orig)
+        return answer_scoped_teacher(z_orig, moved, self.tokens.yes_id, self.tokens.no_id)
