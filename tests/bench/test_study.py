@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from e2urec.bench.sequential import load_sequential
-from e2urec.bench.study import Stages, load_study, run_study
+from e2urec.bench.study import Stages, load_study, method_stage_key, run_study
 from e2urec.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -152,3 +152,16 @@ def test_stages_from_a_folder_without_stages_is_an_error_and_writes_nothing(tmp_
     with pytest.raises(ConfigError, match="no stages/ folder"):
         run_study(CONFIGS / "smoke.yaml", tmp_path / "out", stages_from=tmp_path / "typo")
     assert not (tmp_path / "out").exists() and not (tmp_path / "typo").exists()
+
+
+def test_a_method_stage_is_keyed_by_its_resolved_options_defaults_included():
+    base = {"data": {"seed": 42}}
+    # `{}` means "the defaults": the key says what they were, so a stage made under
+    # other defaults is not taken for this one.
+    assert method_stage_key(base, "e2urec", {}) == method_stage_key(
+        base, "e2urec", {"alpha": 32.0, "calibrate_alpha": True})
+    assert method_stage_key(base, "e2urec", {})["options"]["alpha"] == 32.0
+    assert method_stage_key(base, "e2urec", {}) != method_stage_key(
+        base, "e2urec", {"alpha": 8.0})
+    assert method_stage_key(base, "e2urec/paper", {"preset": "paper"})["options"][
+        "calibrate_alpha"] is False

@@ -165,6 +165,14 @@ def seeded(study: StudyConfig, seed: int | None) -> StudyConfig:
                                methods=methods)
 
 
+def method_stage_key(base_key: dict[str, Any], name: str, options: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+    """A method's stage key: its resolved options, defaults included, so a stage made
+    under other defaults (an older version) is never reused for this one."""
+    resolved = to_dict(parse_options(method_of(name), options or {}))
+    return {**base_key, "method": name, "options": resolved}
+
+
 def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[str, Any]]:
     home = stages.root
     data_dir = prepare_stage(stages, study, raw)
@@ -181,8 +189,8 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
     for name, options in study.methods.items():
         if name == "retrain":
             continue
-        key = {**base_key, "method": name, "options": options or {}}
         method_name = method_of(name)
+        key = method_stage_key(base_key, name, options)
         folder, record = stages.run(
             f"method-{name.replace('/', '-')}", key,
             lambda f, n=method_name, o=options: _unlearn(
