@@ -51,7 +51,7 @@ from e2urec.config import (
 )
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.fileio import check_output, write_json
-from e2urec.training.loop import loader, make_accelerator
+from e2urec.training.loop import loader, make_accelerator, resolve_lora_targets
 from e2urec.training.shards import (
     ShardTrainer,
     affected_shards,
@@ -319,6 +319,10 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
     method = method_cls(parsed, ctx)
     method.setup()
     loaded = method.load_original()
+    lora = getattr(parsed, "lora", None)
+    if loaded is not None and lora is not None:
+        # A LoRA target this architecture lacks fails here, before any training.
+        resolve_lora_targets(loaded.model, lora.targets)
     # Everything a method draws (adapter init, dropout) follows from its seed alone, not
     # from what ran earlier in the process: two runs give the same bytes.
     set_seed(method_seed(parsed, train))
