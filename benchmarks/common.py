@@ -15,8 +15,10 @@ from e2urec.data.protocol import prepare_dataset, write_prepared
 from e2urec.data.samples import read_manifest
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="a prepared folder; made from ML-100K when absent")
+def add_common_args(parser: argparse.ArgumentParser,
+                    data_help: str = "a prepared folder; made from ML-100K when absent",
+                    data_repeats: bool = False) -> None:
+    parser.add_argument("--data", help=data_help, action="append" if data_repeats else "store")
     parser.add_argument("--window", type=int, default=2000,
                         help="samples kept when the data is prepared here")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -1,31 +1,52 @@
-"""What the forgetting teacher asks of the student at the answer position.
+"""Does E2URec's forgetting teacher carry a membership signal, and how strong must the
+augmented model be for it to?
 
-Trains the augmented model (the Original fine-tuned on the forget set) and
-prints, on forget prompts, the Original's and each teacher's P(true answer)
-(Yes vs No) and the probability mass left on the two answer tokens:
+For each augmented model (the Original fine-tuned on the forget set for so many
+epochs, as E2URec trains it) prints, on the forget samples: the augmented
+model's AUC, the share of samples the teacher z_orig - alpha * relu(z_aug -
+z_orig) pushes away from their label, toward it, or not at all (relu cut), and
+the teacher at the alpha E2URec's calibration picks (its mean Yes/No loss
+reaching the probe users' loss under the Original): alpha, loss, AUC. Reads the
+forget and probe splits only:
 
     python benchmarks/teacher_signal.py --data runs/demo/stages/data-*/data \
-        --original runs/demo/stages/original-*/model
+        --original runs/demo/stages/original-*/model --augment-epochs 1,3,6
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+import time
 from pathlib import Path
 
 import torch
+from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import print_table
 
+from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
 from e2urec.checkpoints.folders import load_model
 from e2urec.config import TrainConfig
 from e2urec.data.samples import read_split
 from e2urec.training.loop import fit
-from e2urec.training.losses import answer_scoped_teacher, forgetting_teacher
+from e2urec.training.losses import calibrate_alpha, decision_loss, decision_shift
+
+
+@torch.no_grad()
+def first_slot_logits(backbone: Backbone, rows: list[dict]) -> torch.Tensor:
+    backbone.model.eval()
+    encoder = backbone.encoder()
+    return torch.cat([answer_logits(backbone.model, batch)[:, :1]
+                      for batch in encoder.batches(rows, 64)])
+
+
+def log_odds(z: torch.Tensor, tokens) -> torch.Tensor:
+    return (z[:, 0, tokens.yes_id] - z[:, 0, tokens.no_id]).float()
 
 
 def main(argv=None) -> None:
@@ -33,40 +54,50 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--original", required=True)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--augment-epochs", type=int, default=3)
-    parser.add_argument("--alpha", type=float, default=2.0)
+    parser.add_argument("--augment-epochs", default="1,3,6",
+                        help="comma-separated epochs of the augmented model")
+    parser.add_argument("--augment-lr", type=float, default=1e-3)
+    parser.add_argument("--max-alpha", type=float, default=32.0)
+    parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    forget = read_split(args.data, "forget")
+    forget, probe = read_split(args.data, "forget"), read_split(args.data, "probe")
     original = load_model(args.original)
-    augmented = load_model(args.original)
-    fit(augmented, forget, read_split(args.data, "valid")[:256],
-        TrainConfig(epochs=args.augment_epochs, lr=1e-3, early_stopping=False))
-    rows = forget[: args.samples]
-    encoder = original.encoder()
-    batch = encoder.collate(encoder.encode(rows), first_slot_only=True)
-    with torch.no_grad():
-        z_orig = answer_logits(original.model.eval(), batch)
-        z_aug = answer_logits(augmented.model.eval(), batch)
-    tokens = encoder.tokens
-    labels = batch["labels"]
-    teachers = {"original": z_orig, "augmented": z_aug}
-    for space in ("logits", "logprobs"):
-        z = forgetting_teacher(z_orig, z_aug, args.alpha, space)
-        teachers[f"teacher ({space})"] = z
-        teachers[f"teacher ({space}, answer scope)"] = answer_scoped_teacher(
-            z_orig, z, tokens.yes_id, tokens.no_id)
+    tokens = original.encoder().tokens
+    labels = torch.tensor([int(r["label"]) for r in forget])
+    probe_labels = torch.tensor([int(r["label"]) for r in probe])
+    z_orig = first_slot_logits(original, forget)
+    d_orig = log_odds(z_orig, tokens)
+    target = float(decision_loss(log_odds(first_slot_logits(original, probe), tokens),
+                                 probe_labels))
+    print(f"{len(forget)} forget samples; the Original's Yes/No loss: forget "
+          f"{float(decision_loss(d_orig, labels)):.3f}, probe users {target:.3f} (the "
+          f"calibration's target); forget AUC {roc_auc_score(labels, d_orig):.3f}")
+    sign = labels * 2 - 1
     table = []
-    for name, z in teachers.items():
-        probs = z[:, 0].float().softmax(-1)
-        yes, no = probs[:, tokens.yes_id], probs[:, tokens.no_id]
-        p_true = torch.where(labels == 1, yes / (yes + no), no / (yes + no))
-        table.append([name, f"{p_true.mean():.3f}", f"{(yes + no).mean():.3f}"])
-    shift = (z_aug - z_orig)[:, 0]
-    print(f"{len(rows)} forget prompts; augmented minus original logits: mean "
-          f"{shift.mean():.3f}, on Yes {shift[:, tokens.yes_id].mean():.3f}, "
-          f"on No {shift[:, tokens.no_id].mean():.3f}")
-    print_table(["distribution", "P(true answer | Yes/No)", "P(Yes)+P(No)"], table)
+    for epochs in [int(e) for e in args.augment_epochs.split(",")]:
+        augmented = Backbone(copy.deepcopy(original.model), original.tokenizer, original.family,
+                             original.max_prompt_tokens)
+        began = time.perf_counter()
+        fit(augmented, forget, [], TrainConfig(epochs=epochs, lr=args.augment_lr,
+                                               batch_size=16, early_stopping=False,
+                                               seed=args.seed), desc="augment")
+        seconds = time.perf_counter() - began
+        z_aug = first_slot_logits(augmented, forget)
+        for space in ("logits", "logprobs"):
+            shift = decision_shift(z_orig, z_aug, tokens.yes_id, tokens.no_id, space)
+            away = shift * sign
+            alpha = calibrate_alpha(d_orig, shift, labels, target, args.max_alpha)
+            teacher = d_orig - alpha * shift
+            table.append([
+                str(epochs), f"{seconds:.1f}",
+                f"{roc_auc_score(labels, log_odds(z_aug, tokens)):.3f}",
+                space, f"{(away > 0).float().mean():.2f}", f"{(away < 0).float().mean():.2f}",
+                f"{(away == 0).float().mean():.2f}", f"{alpha:.2f}",
+                f"{float(decision_loss(teacher, labels)):.3f}",
+                f"{roc_auc_score(labels, teacher):.3f}"])
+    print_table(["augment epochs", "augment s", "augmented AUC", "teacher space",
+                 "pushed away", "pushed toward", "not pushed", "calibrated alpha",
+                 "teacher loss", "teacher AUC"], table)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ Every method's time runs from "the Original is loaded" to "the result is
 saved". The one-user request forgets one user of the 20% request from the
 same Original (the same train split, a one-user forget set). E2URec runs its
 defaults unless ``--e2urec-option`` says otherwise. The last two lines are the
-ratios ``e2urec/retrain 20%: X`` and ``e2urec/retrain one user: Y``.
+ratios ``e2urec/retrain 20%: X`` and ``e2urec/retrain one user: Y`` (with
+``--seeds``, their means over the seeds, each seed side by side in one run):
+
+    python benchmarks/unlearn_vs_retrain.py --methods e2urec --seeds 42,43,44 \
+        --data runs/demo-seeds/stages/data-A/data --data ... (one a seed)
 """
 
 from __future__ import annotations
@@ -77,25 +81,50 @@ def main(argv=None) -> None:
     parser.add_argument("--lora", action="store_true",
                         help="Original, Retrain and shards as LoRA adapters (for large models)")
     parser.add_argument("--methods", default=",".join(METHODS))
-    add_common_args(parser)
+    parser.add_argument("--seeds", help="comma-separated seeds, each its own data split, "
+                        "Original and requests (with --data: one --data a seed, in order); "
+                        "the last two lines are the means over seeds")
+    add_common_args(parser, data_help="a prepared folder (repeat it, one a seed, with "
+                    "--seeds); made from ML-100K when absent", data_repeats=True)
     args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    datas = args.data or [None] * len(seeds)
+    if len(datas) != len(seeds):
+        parser.error(f"{len(datas)} --data folder(s) for {len(seeds)} seed(s): give one a seed")
+    options = parse_overrides(args.e2urec_option)
+    methods = [m for m in args.methods.split(",") if m]
+    ratios: dict[str, list[float]] = {}
+    for seed, data in zip(seeds, datas, strict=True):
+        for request, ratio in run_seed(args, seed, data, methods, options).items():
+            ratios.setdefault(request, []).append(ratio)
+    if len(seeds) > 1:
+        for request, values in ratios.items():
+            print(f"e2urec/retrain {request}, per seed {seeds}: "
+                  + ", ".join(f"{v:.2f}" for v in values))
+    for request, values in ratios.items():
+        print(f"e2urec/retrain {request}: {sum(values) / len(values):.2f}")
+
+
+def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: list[str],
+             options: dict) -> dict[str, float]:
+    """One seed: its Original, both requests, the table; E2URec's ratio to Retrain."""
     cpu = pick_device(args.device).type == "cpu"
+    args = argparse.Namespace(**{**vars(args), "seed": seed, "data": data})
     data = prepared_data(args)
-    work = Path(args.workdir) / f"vs-retrain-{args.model}"
+    work = Path(args.workdir) / f"vs-retrain-{args.model}" / (f"seed-{seed}" if args.seeds
+                                                              else "")
     backbone = BackboneConfig(name=args.model)
-    train = TrainConfig(epochs=args.epochs, seed=args.seed, use_lora=args.lora,
+    train = TrainConfig(epochs=args.epochs, seed=seed, use_lora=args.lora,
                         lr=1e-3 if args.model.startswith("tiny-") else 2e-4)
     original = work / "original"
     if not (original / "e2urec_model.json").is_file():
         train_split(data, "train", backbone, train, original)
-    options = parse_overrides(args.e2urec_option)
-    methods = [m for m in args.methods.split(",") if m]
     requests = {"20%": data, "one user": one_user_request(data, work / "data-one-user")}
     results = {name: time_methods(folder, original, backbone, train, methods, options,
                                   work / name.replace(" ", "-"), cpu)
                for name, folder in requests.items()}
-    print(f"model {args.model}, data {data}, Original/Retrain {args.epochs} epoch(s)"
-          f"{' with LoRA' if args.lora else ''}, e2urec options {options or 'defaults'}")
+    print(f"model {args.model}, seed {seed}, data {data}, Original/Retrain {args.epochs} "
+          f"epoch(s){' with LoRA' if args.lora else ''}, e2urec options {options or 'defaults'}")
     rows = []
     for request, seconds in results.items():
         base = seconds["retrain"][0]
@@ -106,9 +135,8 @@ def main(argv=None) -> None:
         phases = seconds.get("e2urec", (0, 0, None))[2] or {}
         print(f"e2urec phases, {request}: " + ", ".join(f"{k} {v:.1f}s"
                                                        for k, v in phases.items()))
-    for request, seconds in results.items():
-        if "e2urec" in seconds:
-            print(f"e2urec/retrain {request}: {seconds['e2urec'][0] / seconds['retrain'][0]:.2f}")
+    return {request: seconds["e2urec"][0] / seconds["retrain"][0]
+            for request, seconds in results.items() if "e2urec" in seconds}
 
 
 if __name__ == "__main__":
