@@ -34,7 +34,13 @@ from e2urec.checkpoints.folders import load_model
 from e2urec.config import TrainConfig
 from e2urec.data.samples import read_split
 from e2urec.training.loop import fit
-from e2urec.training.losses import calibrate_alpha, decision_loss, decision_shift
+from e2urec.training.losses import (
+    calibrate_alpha,
+    decision_log_odds,
+    decision_loss,
+    decision_shift,
+    push_shares,
+)
 
 
 @torch.no_grad()
@@ -43,10 +49,6 @@ def first_slot_logits(backbone: Backbone, rows: list[dict]) -> torch.Tensor:
     encoder = backbone.encoder()
     return torch.cat([answer_logits(backbone.model, batch)[:, :1]
                       for batch in encoder.batches(rows, 64)])
-
-
-def log_odds(z: torch.Tensor, tokens) -> torch.Tensor:
-    return (z[:, 0, tokens.yes_id] - z[:, 0, tokens.no_id]).float()
 
 
 def main(argv=None) -> None:
@@ -66,13 +68,13 @@ def main(argv=None) -> None:
     labels = torch.tensor([int(r["label"]) for r in forget])
     probe_labels = torch.tensor([int(r["label"]) for r in probe])
     z_orig = first_slot_logits(original, forget)
-    d_orig = log_odds(z_orig, tokens)
-    target = float(decision_loss(log_odds(first_slot_logits(original, probe), tokens),
+    yes, no = tokens.yes_id, tokens.no_id
+    d_orig = decision_log_odds(z_orig, yes, no)
+    target = float(decision_loss(decision_log_odds(first_slot_logits(original, probe), yes, no),
                                  probe_labels))
     print(f"{len(forget)} forget samples; the Original's Yes/No loss: forget "
           f"{float(decision_loss(d_orig, labels)):.3f}, probe users {target:.3f} (the "
           f"calibration's target); forget AUC {roc_auc_score(labels, d_orig):.3f}")
-    sign = labels * 2 - 1
     table = []
     for epochs in [int(e) for e in args.augment_epochs.split(",")]:
         augmented = Backbone(copy.deepcopy(original.model), original.tokenizer, original.family,
@@ -85,14 +87,14 @@ def main(argv=None) -> None:
         z_aug = first_slot_logits(augmented, forget)
         for space in ("logits", "logprobs"):
             shift = decision_shift(z_orig, z_aug, tokens.yes_id, tokens.no_id, space)
-            away = shift * sign
+            pushed = push_shares(shift, labels)
             alpha = calibrate_alpha(d_orig, shift, labels, target, args.max_alpha)
             teacher = d_orig - alpha * shift
             table.append([
                 str(epochs), f"{seconds:.1f}",
-                f"{roc_auc_score(labels, log_odds(z_aug, tokens)):.3f}",
-                space, f"{(away > 0).float().mean():.2f}", f"{(away < 0).float().mean():.2f}",
-                f"{(away == 0).float().mean():.2f}", f"{alpha:.2f}",
+                f"{roc_auc_score(labels, decision_log_odds(z_aug, yes, no)):.3f}",
+                space, *(f"{pushed[k]:.2f}" for k in ("away_from_label", "toward_label",
+                                                       "not_at_all")), f"{alpha:.2f}",
                 f"{float(decision_loss(teacher, labels)):.3f}",
                 f"{roc_auc_score(labels, teacher):.3f}"])
     print_table(["augment epochs", "augment s", "augmented AUC", "teacher space",

@@ -34,9 +34,11 @@ from e2urec.training.loop import add_lora, fit, loader
 from e2urec.training.losses import (
     answer_ce,
     calibrate_alpha,
+    decision_log_odds,
     decision_loss,
     decision_shift,
     forgetting_teacher,
+    push_shares,
     soft_ce,
 )
 from e2urec.training.teachers import DecisionShiftTeacher, TeacherCache
@@ -90,8 +92,7 @@ class E2URecOptions:
                             "guard allows as many standard errors of its AUC")
     auc_tolerance: float = option(0.01, help="restore and stop if probe AUC falls more than "
                                   "this (or its noise, if larger) below its start")
-    probe_size: int = option(192, help="samples of each probe set the stop rule scores "
-                             "(its checks cost under a tenth of the run on the demo)")
+    probe_size: int = option(192, help="samples of each probe set the stop rule scores")
     evals_per_epoch: int = option(1, help="stop-rule checks per epoch")
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
@@ -165,8 +166,7 @@ def original_recording_shift(student: torch.nn.Module, augmented: torch.nn.Modul
             z_aug = answer_logits(augmented, batch)
         z_orig = base_logits(student, batch)
         index = batch["index"].cpu()
-        first = z_orig[:, 0].float()
-        log_odds[index] = (first[:, tokens.yes_id] - first[:, tokens.no_id]).cpu()
+        log_odds[index] = decision_log_odds(z_orig, tokens.yes_id, tokens.no_id).cpu()
         shift[index] = decision_shift(z_orig, z_aug, tokens.yes_id, tokens.no_id, space).cpu()
         return z_orig
 
@@ -285,16 +285,11 @@ class E2URec(Unlearner):
         alpha = opts.alpha
         if opts.calibrate_alpha:
             alpha = calibrate_alpha(log_odds, shift, labels, target_loss, opts.alpha)
-        # Where the teacher pushes each sample: away from its label (forgetting), toward
-        # it, or not at all (the augmented model's gain there was cut by the relu).
-        toward_label = shift * (labels * 2 - 1)
         return DecisionShiftTeacher(cache, shift, tokens, alpha), {
             "alpha": alpha, "scope": "answer", "calibrated": opts.calibrate_alpha,
             "target_loss": target_loss, "original_loss": float(decision_loss(log_odds, labels)),
             "teacher_loss": float(decision_loss(log_odds - alpha * shift, labels)),
-            "samples_pushed": {"away_from_label": float((toward_label > 0).float().mean()),
-                               "toward_label": float((toward_label < 0).float().mean()),
-                               "not_at_all": float((toward_label == 0).float().mean())}}
+            "samples_pushed": push_shares(shift, labels)}
 
     def _cache(self, student: Backbone, rows: list[dict], device, teacher) -> TeacherCache:
         encoder = student.encoder()

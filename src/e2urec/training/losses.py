@@ -68,12 +68,22 @@ def answer_scoped_teacher(z_orig: torch.Tensor, z_teacher: torch.Tensor, yes_id:
     shared between them as ``z_teacher`` shares it; every other token, and every
     later slot, keeps the Original's probability. Returns log-probabilities.
     """
+    return with_yes_no_split(z_orig, z_teacher[:, 0, [yes_id, no_id]], yes_id, no_id)
+
+
+def with_yes_no_split(z_orig: torch.Tensor, pair_logits: torch.Tensor, yes_id: int,
+                      no_id: int) -> torch.Tensor:
+    """:func:`answer_scoped_teacher` given only the teacher's (Yes, No) logits ``[B, 2]``."""
     log_p = z_orig.float().log_softmax(-1).clone()
     pair = torch.tensor([yes_id, no_id], device=z_orig.device)
     mass = log_p[:, 0, pair].logsumexp(-1, keepdim=True)
-    split = z_teacher[:, 0, pair].float().log_softmax(-1)
-    log_p[:, 0, pair] = mass + split
+    log_p[:, 0, pair] = mass + pair_logits.float().log_softmax(-1)
     return log_p
+
+
+def decision_log_odds(z: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor:
+    """The Yes-vs-No log-odds at the answer position (slot 0): ``[B]``."""
+    return (z[:, 0, yes_id] - z[:, 0, no_id]).float()
 
 
 def decision_shift(z_orig: torch.Tensor, z_aug: torch.Tensor, yes_id: int, no_id: int,
@@ -95,6 +105,15 @@ def decision_loss(log_odds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean Yes/No cross-entropy of a split with these Yes-vs-No log-odds."""
     sign = labels.float() * 2 - 1
     return F.softplus(-sign * log_odds.float()).mean()
+
+
+def push_shares(shift: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Where a forgetting teacher pushes each sample: away from its label (forgetting),
+    toward it, or not at all (the augmented model's gain there was cut by the relu)."""
+    away = shift * (labels * 2 - 1)
+    return {"away_from_label": float((away > 0).float().mean()),
+            "toward_label": float((away < 0).float().mean()),
+            "not_at_all": float((away == 0).float().mean())}
 
 
 def calibrate_alpha(log_odds: torch.Tensor, shift: torch.Tensor, labels: torch.Tensor,

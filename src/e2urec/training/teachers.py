@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from e2urec.backbones.scoring import AnswerTokens, Encoder, answer_logits
-from e2urec.training.losses import answer_scoped_teacher
+from e2urec.training.losses import with_yes_no_split
 
 TeacherFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -115,7 +115,8 @@ class DecisionShiftTeacher:
 
     def logits(self, indices: torch.Tensor) -> torch.Tensor:
         """Log-probabilities ``[B, A, V]`` of the teacher for feature positions ``indices``."""
+        yes, no = self.tokens.yes_id, self.tokens.no_id
         z_orig = self.original.logits(indices)
-        moved = z_orig.clone()
-        moved[:, 0, self.tokens.yes_id] -= self.alpha * self.shift[indices.cpu()].to(z_orig)
-        return answer_scoped_teacher(z_orig, moved, self.tokens.yes_id, self.tokens.no_id)
+        pair = z_orig[:, 0, [yes, no]].clone()  # only the two logits the teacher moves
+        pair[:, 0] -= self.alpha * self.shift[indices.cpu()].to(pair)
+        return with_yes_no_split(z_orig, pair, yes, no)
