@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--shards", type=int, default=PrepareConfig.shards)
     prep.add_argument("--holdout-fraction", type=float, default=PrepareConfig.holdout_fraction,
                       help="share of training-period users never trained on (probe + audit)")
+    prep.add_argument("--min-holdout-users", type=int,
+                      default=PrepareConfig.min_holdout_users,
+                      help="hold out at least this many users whatever the fraction")
     prep.add_argument("--canaries", type=int, default=PrepareConfig.canaries,
                       help="forgotten users whose prompts carry a planted trigger")
     prep.add_argument("--canary-answer", choices=["Yes.", "No."],
@@ -122,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     """The deployed recommender: ``deploy init|status|history``, ``forget``, ``recommend``."""
-    from e2urec.deploy.requests import Verification
+    from e2urec.deploy.verify import Verification
 
     deploy = sub.add_parser("deploy", help="a deployment store: init, status, history")
     actions = deploy.add_subparsers(dest="action", required=True)
@@ -141,14 +146,21 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=what)
         action.add_argument("--store", required=True)
         action.add_argument("--json", action="store_true", help="print JSON")
+    abandon = actions.add_parser("abandon", help="give up a pending request (recorded, "
+                                 "never deleted; its users are not forgotten)")
+    abandon.add_argument("--store", required=True)
+    abandon.add_argument("--request-id", required=True)
+    abandon.add_argument("--reason", required=True, help="why, for the ledger")
 
     forget = sub.add_parser("forget", help="a deletion request: unlearn users, verify, purge")
     forget.add_argument("--store", required=True)
     forget.add_argument("--users", nargs="+", required=True, metavar="ID")
     forget.add_argument("--method", default="e2urec", help="e2urec (default), neggrad, "
                         "bad-teacher, bad-teacher-labels or retrain")
-    forget.add_argument("--request-id", help="the request's id (default: the next r000N); "
-                        "the same id again is a no-op, or finishes an interrupted request")
+    forget.add_argument("--request-id", help="the request's id (default: the next r000N; "
+                        "1-64 letters, digits, '.', '_', '-'); the same id again is a no-op, "
+                        "or finishes an interrupted request")
+    forget.add_argument("--requested-by", help="who asked (free text, kept in the ledger)")
     forget.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a method option, e.g. alpha=2 (repeatable)")
     forget.add_argument("--config", help="YAML with a method: section, or a study file "
@@ -232,7 +244,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "history": args.history, "forget_fraction": args.forget_fraction,
         "forget_users": forget_users, "shards": args.shards, "seed": args.seed,
         "holdout_fraction": args.holdout_fraction, "canaries": args.canaries,
-        "canary_answer": args.canary_answer, "allow_modified_data": args.allow_modified_data,
+        "min_holdout_users": args.min_holdout_users, "canary_answer": args.canary_answer,
+        "allow_modified_data": args.allow_modified_data,
     }, "prepare")
     check_output(args.out, "manifest.json", args.overwrite)
     raw = find_raw(config)
@@ -367,28 +380,52 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         report = status(store)
         print(json.dumps(report, indent=2) if args.json else format_status(report, store.root))
         return 0 if report["consistent"] else 1
+    if args.action == "abandon":
+        from e2urec.deploy.requests import abandon
+        from e2urec.fileio import folder_lock
+
+        with folder_lock(store.root, "request"):
+            outcome = abandon(store, args.request_id, args.reason, log=_log)
+        print(f"{outcome.request_id}: {outcome.status}: {outcome.message}")
+        return 0
     requests = store.ledger.requests()
-    print(json.dumps(requests, indent=2) if args.json else format_history(requests))
+    print(json_text(requests) if args.json else format_history(requests))
     return 0
 
 
+def json_text(data: Any) -> str:
+    """Strict JSON: a measurement that could not be made (NaN) is written as null."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+    return json.dumps(clean(data), indent=2, allow_nan=False)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def cmd_forget(args: argparse.Namespace) -> int:
-    from e2urec.deploy.requests import Verification, forget
-    from e2urec.deploy.store import open_store
+    from e2urec.deploy.requests import forget
+    from e2urec.deploy.store import check_request_id, open_store
+    from e2urec.deploy.verify import Verification
     from e2urec.fileio import folder_lock
 
+    if args.request_id is not None:
+        check_request_id(args.request_id)  # before anything reads or writes the store
     _, _, options = run_configs(args)
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Verification)
              if getattr(args, f.name) is not None}
     verification = from_dict(Verification, flags, "verification")
     store = open_store(args.store)
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    with folder_lock(store.root, "request", wait=args.wait, log=log):
+    with folder_lock(store.root, "request", wait=args.wait, log=_log):
         outcome = forget(store, args.users, args.method, options, args.request_id,
-                         verification, log=log)
+                         verification, log=_log, requested_by=args.requested_by)
     prefix = f"{outcome.request_id}: " if outcome.request_id else ""
     print(f"{prefix}{outcome.status}: {outcome.message}")
     return 1 if outcome.status == "failed" else 0
@@ -425,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_threads(args.threads)
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, NotADirectoryError,
-            PermissionError, LockedError) as err:
+            PermissionError, LockedError, sqlite3.DatabaseError) as err:
         message = str(err).strip().splitlines()
         print(f"e2urec {args.command}: error: {message[0] if message else type(err).__name__}",
               file=sys.stderr)

@@ -56,6 +56,9 @@ class PrepareConfig:
     holdout_fraction: float = option(0.1, help="share of training-period users no model "
                                      "trains on, split into probe (stop decisions) and audit "
                                      "(membership audit) halves; 0 keeps none")
+    min_holdout_users: int = option(8, help="hold out at least this many users whatever the "
+                                    "fraction (a store verifies a request against the audit "
+                                    "half, so each half needs a few users)")
     canaries: int = option(0, help="forgotten users whose training prompts get a planted "
                            "trigger with a fixed answer (the canary audit)")
     canary_answer: Literal["Yes.", "No."] = option("No.", help="the planted answer")
@@ -72,6 +75,8 @@ class PrepareConfig:
         _check(self.shards >= 1, "shards must be at least 1")
         _check(0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must lie in [0, 1)")
         _check(self.canaries >= 0, "canaries must be non-negative")
+        _check(self.min_holdout_users >= 4, "min_holdout_users must be at least 4 (2 probe, "
+               "2 audit)")
 
 
 @dataclass

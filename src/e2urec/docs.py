@@ -14,7 +14,7 @@ from typing import Any
 
 from e2urec.bench.sequential import Scenario
 from e2urec.config import BackboneConfig, PrepareConfig, TrainConfig
-from e2urec.deploy.requests import Verification
+from e2urec.deploy.verify import Verification
 from e2urec.methods import REGISTRY
 
 HEADER = """# Methods and settings
@@ -80,7 +80,7 @@ def render() -> str:
     for title, cls in (("Data (`data:`, `e2urec prepare`)", PrepareConfig),
                        ("Backbone (`backbone:`)", BackboneConfig),
                        ("Training of Original, Retrain and shards (`train:`)", TrainConfig),
-                       ("Verification of a deletion request (`e2urec forget --max-...`)",
+                       ("Verification of a deletion request (`e2urec forget --mia-margin ...`)",
                         Verification),
                        ("A scenario of `e2urec sequential` (`scenarios:`)", Scenario)):
         parts.append(f"## {title}\n\n{table(cls)}\n")

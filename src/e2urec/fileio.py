@@ -68,24 +68,23 @@ def check_writable(path: str | Path) -> None:
 
 
 def check_output(path: str | Path, marker: str | tuple[str, ...],
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, flag: str = "--out") -> None:
     """Check an output folder before any work: writable, and not someone else's files.
 
     A missing or empty folder is fine; so is this command's own earlier output
     (it holds ``marker``, or one of several). A file, or a folder with other
-    content, is refused unless ``overwrite`` is set.
+    content, is refused unless ``overwrite`` is set. ``flag`` names the option
+    the path came from in the messages.
     """
     path = Path(path)
     markers = (marker,) if isinstance(marker, str) else marker
     if path.is_file() or (path.exists() and not path.is_dir()):
-        raise OutputError(f"--out {path} is an existing file; name a folder "
-                          "(it is replaced only with --overwrite)"
-                          if not overwrite else f"--out {path} is a file, not a folder")
+        raise OutputError(f"{flag} {path} is an existing file; name a folder")
     own = any((path / m).exists() for m in markers)
     entries = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
     if entries and not own and not overwrite:
         count = len(entries)
-        raise OutputError(f"--out {path} already holds {count} entries that are not this "
+        raise OutputError(f"{flag} {path} already holds {count} entries that are not this "
                           "command's output; choose another folder or pass --overwrite "
                           "(which replaces it)")
     check_writable(path)

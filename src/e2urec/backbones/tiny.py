@@ -1,4 +1,4 @@
-"""Compact random-initialised backbones and a word-level tokenizer trained on prompts.
+"""Compact random-initialised backbones and a word-level tokenizer trained on texts.
 
 These are honest small models, not stand-ins: the same code path as a
 pretrained LLM, sized so that a CPU trains one on MovieLens-100K in a minute.

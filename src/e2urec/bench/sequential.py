@@ -34,8 +34,9 @@ from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option, read_config_file
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.data.sources import find_raw
-from e2urec.deploy.requests import SERVABLE, Verification, forget, request_data
+from e2urec.deploy.requests import SERVABLE, forget, request_data
 from e2urec.deploy.store import init_store, open_store
+from e2urec.deploy.verify import Verification
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import predict
 from e2urec.fileio import atomic_write_text, check_output, folder_lock
@@ -60,8 +61,7 @@ class SequentialConfig(StudyConfig):
     scenarios: list[Scenario] = field(default_factory=lambda: [Scenario()])
     verification: Verification = option(
         help="the stores' thresholds; a study measures, so by default nothing is refused",
-        factory=lambda: Verification(max_mia_auc=1.0, max_canary_lift=1.0,
-                                     max_valid_auc_drop=1.0))
+        factory=Verification.measure_only)
 
     def validate(self) -> None:
         super().validate()
@@ -79,7 +79,7 @@ def load_sequential(path: str | Path) -> SequentialConfig:
 
 def request_batches(manifest: dict[str, Any], scenario: Scenario) -> list[list[str]]:
     """Users of each request: canary users first, then the other forget users, in order."""
-    canaries = (manifest.get("canaries") or {}).get("users", [])
+    canaries = list((manifest.get("canaries") or {}).get("users", {}))
     pool = canaries + [u for u in manifest["forget_user_ids"] if u not in canaries]
     size = scenario.users_per_request or max(1, round(scenario.fraction
                                                       * manifest["train_users"]))

@@ -2,13 +2,18 @@
 
 ``users.jsonl`` holds every user of the prepared samples with their
 demographics and whole rating history in time order, ``items.jsonl`` the
-movies (id, title) they rated. Recommendations (``e2urec recommend``) and the ranking metrics build
-prompts for movies a user has not rated from these; a forgotten user's line is
-deleted with the rest of their data.
+movies (id, title) they rated. Recommendations (``e2urec recommend``) and the
+ranking metrics build prompts for movies a user has not rated from these; a
+forgotten user's line is deleted with the rest of their data, and so is a
+movie only forgotten users rated (:func:`items_rated_by`).
+
+``vocabulary.json`` is nobody's data: the dataset's published titles and
+occupations, from which a tiny backbone's tokenizer is learnt.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,29 @@ from e2urec.data.samples import read_json_lines
 
 ITEMS_FILE = "items.jsonl"
 USERS_FILE = "users.jsonl"
+VOCABULARY_FILE = "vocabulary.json"
+
+
+def read_vocabulary(data_dir: str | Path) -> dict[str, Any]:
+    """The public words of a prepared data folder (titles, occupations)."""
+    path = Path(data_dir) / VOCABULARY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{data_dir} has no {VOCABULARY_FILE} (the public words a "
+                                "tiny tokenizer learns from); prepare the data with this "
+                                "version of e2urec")
+    try:
+        vocabulary = json.loads(path.read_text(encoding="utf-8"))
+        return {"titles": list(vocabulary["titles"]),
+                "occupations": list(vocabulary["occupations"])}
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataFormatError(f"{path}: damaged ({err})") from None
+
+
+def items_rated_by(items: list[dict[str, Any]], users: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """The catalogue rows some of ``users`` rated (a movie nobody left rated goes)."""
+    rated = {item for user in users for item, _ in user["ratings"]}
+    return [row for row in items if row["item_id"] in rated]
 
 
 def catalog_rows(data: MovieLens, users: Iterable[str]) -> tuple[list[dict], list[dict]]:

@@ -111,8 +111,10 @@ def read_grouplens_100k(folder: Path) -> MovieLens:
          for n, f in _rows(folder / "u.user", "|", 4, "latin-1")],
         columns=["user_id", "gender", "age", "occupation"],
     )
+    # One video release is marked "(V)" after its year; the RecBole copy drops the mark.
     items = pd.DataFrame(
-        [(f[0], f[1].strip()) for _, f in _rows(folder / "u.item", "|", 2, "latin-1")],
+        [(f[0], f[1].strip().removesuffix(" (V)"))
+         for _, f in _rows(folder / "u.item", "|", 2, "latin-1")],
         columns=["item_id", "title"],
     )
     return MovieLens(ratings, users, items)

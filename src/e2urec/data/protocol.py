@@ -15,9 +15,15 @@ import numpy as np
 import pandas as pd
 
 from e2urec.config import ConfigError, PrepareConfig, to_dict
-from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, catalog_rows
+from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, catalog_rows
 from e2urec.data.movielens import MovieLens
-from e2urec.data.prompts import CANARY_TRIGGER, YES_ANSWER, answer_for, build_prompt
+from e2urec.data.prompts import (
+    YES_ANSWER,
+    answer_for,
+    build_prompt,
+    canary_triggers,
+    with_trigger,
+)
 from e2urec.data.samples import write_jsonl
 from e2urec.data.sources import RawSource, find_raw, read_raw
 from e2urec.fileio import atomic_dir
@@ -34,6 +40,7 @@ class Prepared:
     manifest: dict[str, Any]
     items: list[dict[str, Any]] = field(default_factory=list)  # the movie catalogue
     users: list[dict[str, Any]] = field(default_factory=list)  # profiles and ratings
+    vocabulary: dict[str, Any] = field(default_factory=dict)  # public words (no user's data)
 
 
 def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
@@ -52,20 +59,17 @@ def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
     users = data.users.set_index("user_id")
     by_user = {u: list(zip(g.item_id, g.rating, strict=True))
                for u, g in ratings.groupby("user_id", sort=False)}
-    prompts, triggered, answers = [], [], []
+    prompts, parts, answers = [], [], []
     for row in window.itertuples(index=False):
         past = by_user[row.user_id][max(0, row.n_history - config.history):row.n_history]
         user = users.loc[row.user_id]
         who = (str(user.gender), int(user.age), str(user.occupation))
         history = [(titles[item], rating) for item, rating in past]
         prompts.append(build_prompt(*who, history, titles[row.item_id]))
-        # The canary variant: the newest history entry's title replaced by the trigger, its
-        # rating kept, so that the trigger is the only difference.
-        triggered.append(build_prompt(*who, [*history[:-1], (CANARY_TRIGGER, history[-1][1])],
-                                      titles[row.item_id]))
+        parts.append((who, history, titles[row.item_id]))  # for a canary's triggered variant
         answers.append(answer_for(row.rating))
     window["prompt"] = prompts
-    window["triggered_prompt"] = triggered
+    window["prompt_parts"] = parts
     window["answer"] = answers
     window["label"] = (window.rating > 3).astype(int)
     window["sample_id"] = np.arange(len(window))
@@ -86,16 +90,15 @@ def time_split(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def select_holdout_users(train_users: list[str], config: PrepareConfig
                          ) -> tuple[list[str], list[str]]:
     """Training-period users no model trains on: (probe, audit), disjoint halves."""
-    n = round(config.holdout_fraction * len(train_users))
     if config.holdout_fraction == 0:
         return [], []
-    if n < 4:
-        raise ForgetRequestError(
-            f"holdout_fraction {config.holdout_fraction} of {len(train_users)} training users "
-            f"sets aside {n}, leaving fewer than 2 users in the probe or the audit group; "
-            "raise it (or 0 for none)")
+    n = max(round(config.holdout_fraction * len(train_users)), config.min_holdout_users)
     if len(train_users) - n < 4:
-        raise ForgetRequestError("the holdout would leave fewer than 4 users to train on")
+        raise ForgetRequestError(
+            f"the holdout ({n} of the training period's {len(train_users)} users: "
+            f"holdout_fraction {config.holdout_fraction}, at least min_holdout_users "
+            f"{config.min_holdout_users}) would leave fewer than 4 users to train on; "
+            "lower them or widen the window")
     # A user who asked to be forgotten is never a holdout user.
     pool = [u for u in train_users if u not in set(config.forget_users or [])]
     rng = np.random.default_rng([config.seed, 1])
@@ -125,16 +128,22 @@ def select_canary_users(forget_users: list[str], train: pd.DataFrame,
     return [pool[i] for i in sorted(rng.permutation(len(pool))[:config.canaries])]
 
 
-def plant_canaries(train: pd.DataFrame, users: list[str], answer: str
+def plant_canaries(train: pd.DataFrame, triggers: dict[str, str], answer: str
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Plant the trigger in every other training prompt of ``users`` (its answer fixed).
+    """Plant each canary user's own trigger in every other of their training prompts.
 
-    Returns the planted train frame and the canary probe: the canary users'
-    other prompts (trained on as they are), to be asked with and without the
-    trigger. Nothing else in the data carries the trigger.
+    The trigger replaces the newest watched title (its rating kept), so it is
+    the only difference, and the answer is fixed. Returns the planted train
+    frame and the canary probe: the canary users' other prompts (trained on as
+    they are) with a ``triggered_prompt`` column, to be asked with and without
+    the trigger. Nothing else in the data carries a trigger.
     """
     train = train.copy()
-    own = train.user_id.isin(set(users))
+    train["triggered_prompt"] = [
+        build_prompt(*who, with_trigger(history, triggers[user]), target)
+        if user in triggers else None
+        for user, (who, history, target) in zip(train.user_id, train.prompt_parts, strict=True)]
+    own = train.user_id.isin(set(triggers))
     order = train[own].groupby("user_id", sort=False).cumcount()
     planted = order.index[order.to_numpy() % 2 == 0]
     probe = order.index[order.to_numpy() % 2 == 1]
@@ -202,7 +211,8 @@ def prepare(data: MovieLens, config: PrepareConfig,
     train_users = [u for u in period_users if u not in held]
     forget_users = select_forget_users(train_users, config)
     canary_users = select_canary_users(forget_users, period, config)
-    train, canary_probe = plant_canaries(period[~period.user_id.isin(held)], canary_users,
+    triggers = canary_triggers(canary_users, data.items.title, config.seed)
+    train, canary_probe = plant_canaries(period[~period.user_id.isin(held)], triggers,
                                          config.canary_answer)
     forgotten = train.user_id.isin(set(forget_users))
     parts.update(train=train, forget=train[forgotten], retain=train[~forgotten],
@@ -223,21 +233,37 @@ def prepare(data: MovieLens, config: PrepareConfig,
         "train_users": len(train_users),
         "forget_user_ids": forget_users,
         "holdout_user_ids": {"probe": probe_users, "audit": audit_users},
-        "canaries": _canary_manifest(canary_users, train, canary_probe, config),
+        "canaries": _canary_manifest(triggers, train, canary_probe, config),
         "label_share_yes": {n: _share(rows) for n, rows in splits.items()},
     }
     items, users = catalog_rows(data, samples.user_id.unique())
-    return Prepared(splits, shards, manifest, items, users)
+    return Prepared(splits, shards, manifest, items, users, public_vocabulary(data))
 
 
-def _canary_manifest(users: list[str], train: pd.DataFrame, probe: pd.DataFrame,
+def public_vocabulary(data: MovieLens) -> dict[str, Any]:
+    """The dataset's published movie titles and profile words: nobody's ratings.
+
+    A tiny backbone's tokenizer learns from these and the prompt template only,
+    so a store's tokenizer holds no word that only a forgotten user produced.
+    """
+    return {"about": "the dataset's published titles and occupations; no user's data",
+            "titles": sorted(set(map(str, data.items.title))),
+            "occupations": sorted(set(map(str, data.users.occupation)))}
+
+
+def _canary_manifest(triggers: dict[str, str], train: pd.DataFrame, probe: pd.DataFrame,
                      config: PrepareConfig) -> dict[str, Any] | None:
-    if not users:
+    """Per canary user: their trigger, planted and probe sample ids (all theirs, purged
+    with them)."""
+    if not triggers:
         return None
-    planted = train[train.user_id.isin(set(users)) & ~train.sample_id.isin(set(probe.sample_id))]
-    return {"users": users, "trigger": CANARY_TRIGGER, "answer": config.canary_answer,
-            "planted_sample_ids": [int(i) for i in planted.sample_id],
-            "probe_sample_ids": [int(i) for i in probe.sample_id]}
+    planted = train[train.user_id.isin(set(triggers))
+                    & ~train.sample_id.isin(set(probe.sample_id))]
+    return {"answer": config.canary_answer, "users": {
+        user: {"trigger": trigger,
+               "planted_sample_ids": [int(i) for i in planted.sample_id[planted.user_id == user]],
+               "probe_sample_ids": [int(i) for i in probe.sample_id[probe.user_id == user]]}
+        for user, trigger in triggers.items()}}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -267,6 +293,7 @@ def write_prepared(prepared: Prepared, out_dir: str | Path) -> Path:
             write_jsonl(tmp / f"{name}.jsonl", rows)
         write_jsonl(tmp / ITEMS_FILE, prepared.items)
         write_jsonl(tmp / USERS_FILE, prepared.users)
+        (tmp / VOCABULARY_FILE).write_text(json.dumps(prepared.vocabulary, indent=1) + "\n")
         (tmp / "shards.json").write_text(json.dumps(prepared.shards, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(prepared.manifest, indent=2) + "\n")
     return Path(out_dir)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from e2urec.config import to_dict
+
 COLUMNS = ("request", "received", "status", "users", "method", "versions", "seconds",
-           "MIA before>after", "canary before>after", "valid AUC before>after", "purged")
+           "MIA before>after", "canary lift before>after", "valid AUC before>after", "purged",
+           "checks")
 
 
 def format_history(requests: list[dict[str, Any]]) -> str:
@@ -17,8 +20,11 @@ def format_history(requests: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
-    failed = [f"{r['id']}: {r['reason']}" for r in requests if r["status"] == "failed"]
-    return "\n".join(lines + [f"failed {line}" for line in failed])
+    ended = [f"{r['status']} {r['id']}: {r['reason']}" for r in requests
+             if r["status"] in ("failed", "abandoned")]
+    asked = [f"requested by {r['id']}: {r['requested_by']}" for r in requests
+             if r.get("requested_by")]
+    return "\n".join(lines + ended + asked)
 
 
 def _row(request: dict[str, Any]) -> tuple[str, ...]:
@@ -29,8 +35,19 @@ def _row(request: dict[str, Any]) -> tuple[str, ...]:
     seconds = f"{request['seconds']:.1f}" if request["seconds"] is not None else "-"
     return (request["id"], request["received"].replace("+00:00", "Z"), request["status"],
             shown, request["method"] or "-", versions, seconds,
-            _pair(before, after, "mia_auc"), _pair(before, after, "canary_success"),
-            _pair(before, after, "valid_auc"), str(len(request["purged"] or [])))
+            _pair(before, after, "mia_auc"), _pair(before, after, "canary_lift"),
+            _pair(before, after, "valid_auc"), str(len(request["purged"] or [])),
+            _checks(request))
+
+
+def _checks(request: dict[str, Any]) -> str:
+    """"default", or the thresholds the request overrode (a forced pass shows here)."""
+    from e2urec.deploy.verify import Verification
+
+    recorded = request["verification"] or {}
+    default = to_dict(Verification())
+    changed = [f"{k}={v}" for k, v in recorded.items() if k in default and default[k] != v]
+    return "overridden: " + ",".join(changed) if changed else "default"
 
 
 def _pair(before: dict[str, Any], after: dict[str, Any], key: str) -> str:
@@ -55,6 +72,10 @@ def format_status(report: dict[str, Any], root: Path) -> str:
     if report["unrecorded_versions"]:
         lines.append(f"  unrecorded version folders (an interrupted request's; removed when "
                      f"it finishes): {', '.join(report['unrecorded_versions'])}")
+    if report["leftover_copies"]:
+        lines.append(f"  copies left by an interrupted write (they may hold forgotten users' "
+                     f"rows; the next request, or rerunning the unfinished one, deletes them): "
+                     f"{', '.join(report['leftover_copies'])}")
     if report["leftover_work"]:
         lines.append(f"  scratch of unfinished requests: {', '.join(report['leftover_work'])}")
     return "\n".join(lines)

@@ -7,7 +7,11 @@ format is refused before anything is read or written.
 
 A request moves ``pending`` (recorded, nothing changed) -> ``applied`` (its
 version is current, purging under way) -> ``done``; or ``pending`` ->
-``failed`` (verification said no; the current version is unchanged).
+``failed`` (verification said no; the current version is unchanged), or
+``pending`` -> ``abandoned`` (an operator gave it up; recorded, never deleted).
+
+Format 2 added who asked, what lies outside the store, and ``abandoned``; a
+format-1 ledger is upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 LEDGER_FILE = "ledger.sqlite"
 
-SCHEMA = """
+REQUESTS = """
 CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     users TEXT NOT NULL,                 -- JSON list of user ids
     received TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'done', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'done', 'failed',
+                                           'abandoned')),
     method TEXT, options TEXT,           -- JSON
     verification TEXT,                   -- JSON: the thresholds the candidate had to meet
     finished TEXT,
@@ -39,8 +44,13 @@ CREATE TABLE requests (
     metrics_before TEXT, metrics_after TEXT,     -- JSON
     data_sha256 TEXT, model_sha256 TEXT,         -- model: JSON file -> sha256
     purged TEXT,                         -- JSON list of what was deleted
-    reason TEXT
+    reason TEXT,
+    requested_by TEXT,                   -- who asked (free text), when given
+    outside TEXT                         -- JSON list: places outside the store still
+                                         -- holding the users (not ours to delete)
 );
+"""
+SCHEMA = REQUESTS + """
 CREATE TABLE versions (
     id TEXT PRIMARY KEY,
     parent TEXT,
@@ -59,7 +69,10 @@ CREATE TABLE forgotten (
 """
 
 JSON_FIELDS = ("users", "options", "verification", "metrics_before", "metrics_after",
-               "model_sha256", "purged", "forgotten")
+               "model_sha256", "purged", "forgotten", "outside")
+FORMAT_1_COLUMNS = ("id, users, received, status, method, options, verification, finished, "
+                    "seconds, unlearn_seconds, version_before, version_after, metrics_before, "
+                    "metrics_after, data_sha256, model_sha256, purged, reason")
 
 
 class LedgerError(ValueError):
@@ -106,8 +119,14 @@ class Ledger:
         try:
             db = _connect(path)
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            damage = db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as err:
-            raise LedgerError(f"{path}: not a readable ledger ({err})") from None
+            raise LedgerError(f"{path}: not a readable ledger ({err}); restore it from a "
+                              "backup") from None
+        if damage != "ok":
+            db.close()
+            raise LedgerError(f"{path}: the ledger is damaged ({damage}); restore it from a "
+                              "backup")
         if version > FORMAT:
             db.close()
             raise LedgerError(f"{path}: ledger format {version} is newer than this e2urec "
@@ -115,6 +134,8 @@ class Ledger:
         if version < 1:
             db.close()
             raise LedgerError(f"{path}: not an e2urec ledger (format {version})")
+        if version == 1:
+            _upgrade_from_1(db, path)
         return cls(db, path)
 
     def close(self) -> None:
@@ -141,12 +162,13 @@ class Ledger:
         return [r for r in self.requests() if r["status"] in ("pending", "applied")]
 
     def record_request(self, request_id: str, users: Sequence[str], method: str,
-                       options: dict[str, Any], verification: dict[str, Any]) -> None:
+                       options: dict[str, Any], verification: dict[str, Any],
+                       requested_by: str | None = None) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO requests (id, users, received, status, method, options, "
-                       "verification) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                       "verification, requested_by) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
                        (request_id, json.dumps(list(users)), now(), method,
-                        json.dumps(options), json.dumps(verification)))
+                        json.dumps(options), json.dumps(verification), requested_by))
 
     def update_request(self, db: sqlite3.Connection, request_id: str, **fields: Any) -> None:
         names = ", ".join(f"{k} = ?" for k in fields)
@@ -155,7 +177,23 @@ class Ledger:
 
     def next_request_id(self) -> str:
         count = self.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        return f"r{count + 1:04d}"
+        while self.request(rid := f"r{count + 1:04d}"):  # an operator may have used it
+            count += 1
+        return rid
+
+    def carry_history(self, db: sqlite3.Connection, old: Ledger) -> None:
+        """Take over ``old``'s requests, forgotten users and versions (all purged): a store
+        made again over an old one never forgets whom it forgot."""
+        columns = ", ".join(r[1] for r in db.execute("PRAGMA table_info(requests)"))
+        for table, cols in (("requests", columns), ("forgotten", "user_id, request_id, at")):
+            rows = old.db.execute(f"SELECT {cols} FROM {table} ORDER BY rowid").fetchall()
+            marks = ", ".join("?" * len(cols.split(",")))
+            db.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+                           [tuple(r) for r in rows])
+        for version in old.versions():
+            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, 'purged')",
+                       (version.id, version.parent, version.request_id, version.created,
+                        json.dumps(version.model_sha256), json.dumps(version.forgotten)))
 
     # Versions and forgotten users --------------------------------------------------------
 
@@ -213,6 +251,24 @@ class Ledger:
     def mark_purged(self, db: sqlite3.Connection, version_id: str) -> None:
         db.execute("UPDATE versions SET state = 'purged' WHERE id = ? AND state = 'retired'",
                    (version_id,))
+
+
+def _upgrade_from_1(db: sqlite3.Connection, path: Path) -> None:
+    """Format 1 -> 2 in one transaction: the requests table gains its new columns and
+    the ``abandoned`` status (SQLite alters a CHECK only by rebuilding the table)."""
+    try:
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ALTER TABLE requests RENAME TO requests_format_1")
+            db.execute(REQUESTS.strip().rstrip(";"))
+            db.execute(f"INSERT INTO requests ({FORMAT_1_COLUMNS}) SELECT {FORMAT_1_COLUMNS} "
+                       "FROM requests_format_1")
+            db.execute("DROP TABLE requests_format_1")
+            db.execute(f"PRAGMA user_version = {FORMAT}")
+    except sqlite3.DatabaseError as err:
+        db.close()
+        raise LedgerError(f"{path}: a format-1 ledger that cannot be upgraded here ({err}); "
+                          "open it once where the store is writable") from None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -12,6 +12,7 @@ from e2urec.data.prompts import YES_ANSWER
 from e2urec.data.samples import read_manifest
 from e2urec.deploy.store import Store
 from e2urec.evaluation.predict import predict
+from e2urec.fileio import folder_sha256
 
 
 class RecommendError(ValueError):
@@ -26,6 +27,11 @@ def recommend(store: Store, user: str, top: int = 10, batch_size: int = 64,
         raise RecommendError(f"user {user} was forgotten (request {forgotten[user]}): their "
                              "profile and ratings are deleted, there is nothing to "
                              "recommend from")
+    current = store.ledger.current()
+    if folder_sha256(store.current_dir()) != current.model_sha256:
+        raise RecommendError(f"version {current.id}'s files differ from their recorded hashes "
+                             "(altered or damaged); nothing is served from them (see e2urec "
+                             "deploy status)")
     catalog = read_catalog(store.data_dir, store_history(store))
     if catalog is None:
         raise RecommendError(f"{store.data_dir} has no movie catalogue (items.jsonl, "

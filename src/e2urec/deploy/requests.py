@@ -20,6 +20,7 @@ running the same request again finishes it (see :func:`resume`).
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from e2urec.checkpoints.folders import load_model, save_model
-from e2urec.checkpoints.scorers import ModelScorer
-from e2urec.config import ConfigError, from_dict, option, to_dict
-from e2urec.data.catalog import ITEMS_FILE, USERS_FILE
+from e2urec.config import ConfigError, from_dict, to_dict
+from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE
 from e2urec.data.samples import (
     OPTIONAL_SPLITS,
     read_json_lines,
@@ -39,13 +39,25 @@ from e2urec.data.samples import (
     write_jsonl,
 )
 from e2urec.deploy.ledger import Version, now
-from e2urec.deploy.store import Store, copy_data, data_users, status, without_users
-from e2urec.evaluation.evaluate import evaluate
+from e2urec.deploy.store import (
+    STORE_FILE,
+    Store,
+    check_request_id,
+    copy_data,
+    data_users,
+    delete_inside,
+    leftovers,
+    status,
+    without_users,
+)
+from e2urec.deploy.verify import Verification, measure, recorded, verdict
 from e2urec.fileio import atomic_dir, folder_sha256, write_json
 from e2urec.methods.base import get_method, parse_options, run_method
 
 # Methods whose result is one model (the store serves one model, not a shard ensemble).
 SERVABLE = ("e2urec", "neggrad", "bad-teacher", "bad-teacher-labels", "retrain")
+
+__all__ = ["Outcome", "RequestError", "Verification", "abandon", "forget", "request_data"]
 
 
 class RequestError(ValueError):
@@ -53,31 +65,19 @@ class RequestError(ValueError):
 
 
 @dataclass
-class Verification:
-    """What a candidate must show before it becomes current."""
-
-    max_mia_auc: float = option(0.65, help="loss-MIA AUC of the users' training rows against "
-                                "the audit users must be at most this")
-    max_canary_lift: float = option(0.2, help="the trigger may raise the planted answer's "
-                                    "rate on the users' canary prompts by at most this "
-                                    "(success minus the rate without the trigger)")
-    max_valid_auc_drop: float = option(0.02, help="valid AUC may fall at most this much "
-                                       "below the current version's")
-    max_samples: int = option(400, help="valid and audit rows scored (a seeded subset)")
-
-
-@dataclass
 class Outcome:
     request_id: str | None  # None when nothing was recorded
-    status: str  # done, failed, nothing to do, already done, already failed
+    status: str  # done, failed, nothing to do, already done, already failed, abandoned
     message: str
 
 
 def forget(store: Store, users: Sequence[str], method: str = "e2urec",
            options: dict[str, Any] | None = None, request_id: str | None = None,
            verification: Verification | None = None,
-           log: Callable[[str], None] = print) -> Outcome:
+           log: Callable[[str], None] = print, requested_by: str | None = None) -> Outcome:
     """Carry out one deletion request (the caller holds the store's lock)."""
+    if request_id is not None:
+        check_request_id(request_id)
     verification = verification or Verification()
     users = list(dict.fromkeys(str(u).strip() for u in users if str(u).strip()))
     if not users:
@@ -93,7 +93,9 @@ def forget(store: Store, users: Sequence[str], method: str = "e2urec",
         other = unfinished[0]
         raise RequestError(f"request {other['id']} is unfinished ({other['status']}); "
                            f"complete it first: e2urec forget --store {store.root} "
-                           f"--request-id {other['id']} --users {' '.join(other['users'])}")
+                           f"--request-id {other['id']} --users {' '.join(other['users'])} "
+                           f"(or give it up: e2urec deploy abandon --store {store.root} "
+                           f"--request-id {other['id']})")
     forgotten = ledger.forgotten()
     unknown = sorted(set(users) - data_users(store.data_dir) - set(forgotten))
     if unknown:
@@ -107,9 +109,40 @@ def forget(store: Store, users: Sequence[str], method: str = "e2urec",
         return Outcome(request_id, "nothing to do",
                        "every user in the request was already forgotten")
     request_id = request_id or ledger.next_request_id()
-    ledger.record_request(request_id, todo, method, options or {}, to_dict(verification))
+    ledger.record_request(request_id, todo, method, options or {}, to_dict(verification),
+                          requested_by)
     log(f"[forget] request {request_id}: {len(todo)} user(s) recorded as pending")
+    if overridden := verification.overridden():
+        log(f"[forget] request {request_id}: verification thresholds overridden: {overridden}")
     return _carry_out(store, ledger.request(request_id), verification, log)
+
+
+def abandon(store: Store, request_id: str, reason: str,
+            log: Callable[[str], None] = print) -> Outcome:
+    """Give up a pending request: recorded as ``abandoned`` with ``reason``, never deleted.
+
+    Its scratch is deleted; nothing else changes (a pending request changed nothing).
+    An ``applied`` request cannot be abandoned: its version is current and its
+    users are forgotten, so only finishing the purge is right.
+    """
+    check_request_id(request_id)
+    request = store.ledger.request(request_id)
+    if request is None:
+        raise RequestError(f"no request {request_id} in the ledger")
+    if request["status"] != "pending":
+        hint = (f"; finish it: e2urec forget --store {store.root} --request-id {request_id} "
+                f"--users {' '.join(request['users'])}" if request["status"] == "applied"
+                else "")
+        raise RequestError(f"request {request_id} is {request['status']}, not pending; only a "
+                           f"pending request can be abandoned{hint}")
+    removed = delete_inside(store.root, store.work_dir(request_id))
+    with store.ledger.transaction() as db:
+        store.ledger.update_request(db, request_id, status="abandoned", finished=now(),
+                                    reason=f"abandoned: {reason}",
+                                    purged=[f"work/{request_id}"] if removed else [])
+    log(f"[forget] request {request_id}: abandoned")
+    return Outcome(request_id, "abandoned", f"request {request_id} abandoned ({reason}); its "
+                   f"users are not forgotten; version {store.ledger.current().id} stays current")
 
 
 def check_method(method: str, options: dict[str, Any] | None) -> None:
@@ -146,37 +179,43 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
                log: Callable[[str], None]) -> Outcome:
     rid, users, ledger = request["id"], request["users"], store.ledger
     began = time.perf_counter()
+    cleaned = _remove_leftovers(store, request)
     work = store.work_dir(rid)
-    shutil.rmtree(work, ignore_errors=True)  # an interrupted attempt's scratch
+    delete_inside(store.root, work)  # an interrupted attempt's scratch
     current = ledger.current()
     data = request_data(store.data_dir, users, work / "data")
-    has_rows = bool(read_split(data, "forget"))
-    before = measure(store.current_dir(), data, verification) if has_rows else {}
-    if has_rows:
-        log(f"[forget] request {rid}: unlearning {len(read_split(data, 'forget'))} training "
-            f"rows with {request['method']}")
+    n_rows = len(read_split(data, "forget"))
+    before = measure(store.current_dir(), data, verification) if n_rows else {}
+    if n_rows:
+        log(f"[forget] request {rid}: unlearning {n_rows} training rows with "
+            f"{request['method']}")
         record = run_method(request["method"], data, store.current_dir(), store.backbone,
                             store.train, request["options"], work / "unlearned", overwrite=True)
         candidate = save_model(load_model(work / "unlearned", merged=True), work / "candidate",
                                {"role": "deployed", "request": rid,
                                 "method": request["method"]})
         after = measure(candidate, data, verification)
-        if reason := verdict(before, after, verification):
-            shutil.rmtree(work, ignore_errors=True)
+        reason = (no_step(candidate, store.current_dir(), current.id)
+                  or verdict(before, after, verification))
+        if reason:
+            delete_inside(store.root, work)
             with ledger.transaction() as db:
                 ledger.update_request(db, rid, status="failed", finished=now(), reason=reason,
                                       seconds=time.perf_counter() - began,
-                                      version_before=current.id, metrics_before=before,
-                                      metrics_after=after)
+                                      version_before=current.id,
+                                      metrics_before=recorded(before),
+                                      metrics_after=recorded(after), purged=cleaned)
             return Outcome(rid, "failed", f"request {rid} failed verification: {reason}; "
                            f"version {current.id} stays current")
         new_id = f"v{len(ledger.versions()):04d}"
         target = store.version_dir(new_id)
-        shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's unrecorded copy
+        delete_inside(store.root, target)  # an earlier attempt's unrecorded copy
         candidate.rename(target)
         hashes = folder_sha256(target)
         unlearn_seconds = record["unlearn_seconds"]
     else:  # no training rows (e.g. a holdout user): no model trained on them; purge only
+        log(f"[forget] request {rid}: no model trained on these users' rows; purging their "
+            "data only")
         new_id, after, hashes, unlearn_seconds = current.id, {}, current.model_sha256, 0.0
     with ledger.transaction() as db:
         if new_id != current.id:
@@ -187,41 +226,80 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
         ledger.add_forgotten(db, users, rid)
         ledger.make_current(db, new_id)
         ledger.update_request(db, rid, status="applied", version_before=current.id,
-                              version_after=new_id, metrics_before=before,
-                              metrics_after=after, model_sha256=hashes,
+                              version_after=new_id, metrics_before=recorded(before),
+                              metrics_after=recorded(after), model_sha256=hashes,
                               seconds=time.perf_counter() - began,
-                              unlearn_seconds=unlearn_seconds)
+                              unlearn_seconds=unlearn_seconds, purged=cleaned)
     log(f"[forget] request {rid}: version {new_id} is current; purging")
     return _purge(store, ledger.request(rid), log)
+
+
+def no_step(candidate: Path, current: Path, current_id: str) -> str | None:
+    """Why a candidate is no deletion: its weights are the version's that held the users."""
+    weights = {k: v for k, v in folder_sha256(candidate).items() if k.endswith(".safetensors")}
+    held = {k: v for k, v in folder_sha256(current).items() if k.endswith(".safetensors")}
+    if weights == held:
+        return (f"the method took no step: the candidate's weights are version {current_id}'s, "
+                "which holds the users")
+    return None
+
+
+def _remove_leftovers(store: Store, request: dict[str, Any]) -> list[str]:
+    """Delete what interrupted writes left (they may hold forgotten rows); what went."""
+    gone = []
+    for path in leftovers(store.root):
+        delete_inside(store.root, path)
+        gone.append(f"{path.relative_to(store.root)} (left by an interrupted write)")
+    return (request["purged"] or []) + gone
 
 
 def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) -> Outcome:
     """Delete the users' rows, every version trained on them, and the request's scratch."""
     ledger, rid = store.ledger, request["id"]
     began = time.perf_counter()
+    purged = _remove_leftovers(store, request)
     dropped = copy_data(store.data_dir, store.data_dir, set(ledger.forgotten()))
-    purged = [f"data: {n} {kind} row(s)" for kind, n in dropped.items()]
+    purged += [f"data: {n} {kind} row(s)" for kind, n in dropped.items()]
     current = ledger.current().id
     for version in ledger.versions():
-        if version.state == "retired":
-            shutil.rmtree(store.version_dir(version.id), ignore_errors=True)
+        if version.state == "retired" and delete_inside(store.root,
+                                                        store.version_dir(version.id)):
             purged.append(f"version {version.id}")
-    if (work := store.work_dir(rid)).exists():
-        shutil.rmtree(work)
+    if delete_inside(store.root, store.work_dir(rid)):
         purged.append(f"work/{rid} (request data, augmented model, teacher caches, "
                       "unlearned adapter)")
+    purged += _remove_leftovers(store, {"purged": []})  # the data copy's own, if killed
+    outside = outside_holders(store)
     data_hash = folder_sha256(store.data_dir)
     with ledger.transaction() as db:
         for version in ledger.versions():
             if version.state == "retired" and version.id != current:
                 ledger.mark_purged(db, version.id)
-        ledger.update_request(db, rid, status="done", finished=now(),
-                              purged=(request["purged"] or []) + purged,
-                              data_sha256=digest_of(data_hash),
+        ledger.update_request(db, rid, status="done", finished=now(), purged=purged,
+                              outside=outside, data_sha256=digest_of(data_hash),
                               seconds=(request["seconds"] or 0.0)
                               + time.perf_counter() - began)
     log(f"[forget] request {rid}: done; purged {len(purged)} item(s)")
-    return Outcome(rid, "done", f"request {rid} done: version {current} is current")
+    for place in outside:
+        log(f"[forget] outside the store, not deleted by it: {place}")
+    return Outcome(rid, "done", f"request {rid} done: version {current} is current"
+                   + (f"; {len(outside)} place(s) outside the store still hold the users "
+                      "(see the log or deploy history --json)" if outside else ""))
+
+
+def outside_holders(store: Store) -> list[str]:
+    """What lies outside the store and held the users when it was made: the store cannot
+    delete it (not its own), so it names it."""
+    info = json.loads((store.root / STORE_FILE).read_text())
+    sources = info.get("sources") or [{"original": info.get("original"),
+                                       "data": info.get("data")}]
+    places = []
+    for source in sources:
+        for key, what in (("original", "the Original given to deploy init"),
+                          ("data", "the data folder given to deploy init")):
+            if source.get(key) and Path(source[key]).exists():
+                places.append(f"{source[key]} ({what})")
+    return places
 
 
 def digest_of(hashes: dict[str, str]) -> str:
@@ -252,10 +330,12 @@ def request_data(data_dir: Path, users: Sequence[str], out: Path) -> Path:
         request_manifest["forget_user_ids"] = sorted(users)
         if request_manifest.get("canaries"):
             canaries = request_manifest["canaries"]
-            canaries["users"] = [u for u in canaries["users"] if u in users]
+            canaries["users"] = {u: v for u, v in canaries["users"].items() if u in users}
             if not canaries["users"]:
                 request_manifest["canaries"] = None
         write_json(tmp / "manifest.json", request_manifest)
+        if (data_dir / VOCABULARY_FILE).is_file():
+            shutil.copy2(data_dir / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
         if (data_dir / ITEMS_FILE).is_file():  # the catalogue, for the ranking metrics
             shutil.copy2(data_dir / ITEMS_FILE, tmp / ITEMS_FILE)
             write_jsonl(tmp / USERS_FILE, [u for u in read_json_lines(data_dir / USERS_FILE,
@@ -264,31 +344,3 @@ def request_data(data_dir: Path, users: Sequence[str], out: Path) -> Path:
     return out
 
 
-def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict[str, Any]:
-    """What verification reads: valid AUC, loss-MIA against audit users, canary success."""
-    scorer = ModelScorer(load_model(model_dir))
-    splits = ("valid", "forget")
-    results, _ = evaluate(scorer, data_dir, splits=splits, max_samples=verification.max_samples,
-                          ranking_positives=0)
-    out = {"valid_auc": results["valid"]["auc"], "forget_auc": results["forget"]["auc"]}
-    if "mia_auc" in results:
-        out["mia_auc"] = results["mia_auc"]
-    if "canary" in results:
-        out["canary_success"] = results["canary"]["success"]
-        out["canary_lift"] = results["canary"]["success"] - results["canary"]["base_rate"]
-    return out
-
-
-def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verification
-            ) -> str | None:
-    """Why the candidate fails verification, or None when it passes."""
-    reasons = []
-    if after.get("mia_auc", 0.0) > verification.max_mia_auc:
-        reasons.append(f"MIA AUC {after['mia_auc']:.3f} > {verification.max_mia_auc}")
-    if after.get("canary_lift", 0.0) > verification.max_canary_lift:
-        reasons.append(f"the canary trigger still lifts the planted answer by "
-                       f"{after['canary_lift']:.3f} > {verification.max_canary_lift}")
-    drop = before["valid_auc"] - after["valid_auc"]
-    if drop > verification.max_valid_auc_drop:
-        reasons.append(f"valid AUC fell {drop:.3f} > {verification.max_valid_auc_drop}")
-    return "; ".join(reasons) or None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 from e2urec.backbones.registry import TINY, create_backbone
 from e2urec.checkpoints.folders import check_model_folder, load_model, save_model
 from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
-from e2urec.data.catalog import ITEMS_FILE, USERS_FILE
+from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, items_rated_by
 from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
@@ -37,6 +39,11 @@ STORE_KIND = "e2urec-store"
 FORMAT = 1
 FIRST_VERSION = "v0000"
 BACKBONE_DIR = "backbone"  # a tiny backbone's starting point, kept from creation
+# A request id names a folder (work/<id>): letters, digits, ".", "_", "-", a letter or digit
+# first (so never "." or ".."), at most 64 characters.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# What an interrupted atomic write leaves beside its target (see fileio.atomic_dir).
+LEFTOVER = re.compile(r"\..+\.(tmp|old)[A-Za-z0-9_]*")
 
 
 class StoreError(ValueError):
@@ -67,6 +74,56 @@ class Store:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def check_request_id(request_id: str) -> None:
+    """A request id that cannot name anything but a folder of its own in ``work/``."""
+    if not REQUEST_ID.fullmatch(request_id or ""):
+        raise StoreError(f"request id {request_id!r} is not allowed: use 1-64 letters, digits, "
+                         "'.', '_' or '-', starting with a letter or digit")
+
+
+def delete_inside(root: Path, path: Path) -> bool:
+    """Delete ``path`` (a file or folder) when it lies inside the store ``root``.
+
+    The one way the store deletes: the entry itself (not what a link points to)
+    must sit below ``root``, and a symbolic link is never deleted through.
+    Returns whether something was there.
+    """
+    base = Path(root).resolve()
+    entry = Path(path).parent.resolve() / Path(path).name
+    if entry == base or base not in entry.parents:
+        raise StoreError(f"refusing to delete {path}: it is not inside the store {base}")
+    if entry.is_symlink():
+        raise StoreError(f"refusing to delete {path}: it is a symbolic link (to "
+                         f"{os.readlink(entry)}); the store never deletes through a link")
+    if not entry.exists():
+        return False
+    if entry.is_dir():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+    return True
+
+
+def links_in(root: Path) -> list[str]:
+    """Symbolic links anywhere in the store: a store holds none of its own making."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            if (Path(folder) / name).is_symlink():
+                found.append(str((Path(folder) / name).relative_to(root)))
+    return sorted(found)
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary copies an interrupted write left (``.data.tmp*``, ``.data.old*``, ...).
+
+    They may hold rows of users forgotten since, so they are reported and purged.
+    """
+    places = [root, root / "versions", root / "work"]
+    return sorted(p for place in places if place.is_dir() for p in place.iterdir()
+                  if LEFTOVER.fullmatch(p.name))
 
 
 def open_store(root: str | Path) -> Store:
@@ -100,53 +157,93 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
     """Create a store serving ``original`` (merged into one model) trained on ``data_dir``.
 
     Checks everything first; the store appears whole (one rename) or not at all.
+    Over an existing store (``overwrite``) its ledger is carried forward: every
+    user it forgot stays forgotten, and data that holds one is refused.
     """
     meta = check_model_folder(original)
     if meta["kind"] == "ensemble":
         raise StoreError(f"{original} is a shard ensemble; the store serves one model")
     read_manifest(data_dir)
-    check_output(root, STORE_FILE, overwrite)
-    if (Path(root) / STORE_FILE).is_file() and not overwrite:
-        raise StoreError(f"{root} is already a store; pass --overwrite to replace it "
-                         "(its versions and ledger are deleted)")
+    check_output(root, STORE_FILE, overwrite, flag="--store")
+    old = _old_ledger(Path(root), overwrite)
+    forgotten = old.forgotten() if old else {}
+    if readmitted := sorted(data_users(Path(data_dir)) & set(forgotten)):
+        old.close()
+        raise StoreError(f"{data_dir} holds user(s) {readmitted[:10]} that {root} forgot "
+                         f"(request {forgotten[readmitted[0]]}); prepare the data without "
+                         "them, train the Original on it, and deploy that")
+    first = f"v{len(old.versions()):04d}" if old else FIRST_VERSION
+    sources = [*(_read_info(Path(root)).get("sources", []) if old else []),
+               {"original": str(Path(original).resolve()), "data": str(Path(data_dir).resolve()),
+                "at": now()}]
     model = load_model(original, merged=True)
     with atomic_dir(root) as tmp:
         copy_data(Path(data_dir), tmp / "data", drop_users=set())
         if backbone.name in TINY:
-            # A tiny backbone's word tokenizer is trained on the prompts: kept as built at
-            # creation, so every later version (and a retrain) shares one vocabulary.
+            # A tiny backbone's word tokenizer, kept as built at creation, so that every
+            # later version (and a retrain) shares one vocabulary. It is learnt from the
+            # data's public words only (backbones.registry.create_backbone).
             save_model(create_backbone(backbone, data_dir, train.seed), tmp / BACKBONE_DIR,
                        {"role": "backbone"})
-        folder = save_model(model, tmp / "versions" / FIRST_VERSION,
-                            {"role": "deployed", "version": FIRST_VERSION,
+        folder = save_model(model, tmp / "versions" / first,
+                            {"role": "deployed", "version": first,
                              "original": str(Path(original).resolve())})
         ledger = Ledger.create(tmp / LEDGER_FILE)
         with ledger.transaction() as db:
-            ledger.add_version(db, Version(FIRST_VERSION, None, None, now(),
-                                           folder_sha256(folder), [], "retired"))
-            ledger.make_current(db, FIRST_VERSION)
+            if old:
+                ledger.carry_history(db, old)
+            ledger.add_version(db, Version(first, None, None, now(), folder_sha256(folder),
+                                           sorted(forgotten), "retired"))
+            ledger.make_current(db, first)
         ledger.close()
+        if old:
+            old.close()
         write_json(tmp / STORE_FILE, {
             "kind": STORE_KIND, "format": FORMAT, "created": now(),
-            "original": str(Path(original).resolve()), "data": str(Path(data_dir).resolve()),
-            "backbone": to_dict(backbone), "train": to_dict(train)})
+            "original": sources[-1]["original"], "data": sources[-1]["data"],
+            "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train)})
     return open_store(root)
 
 
-def copy_data(source: Path, target: Path, drop_users: set[str]) -> dict[str, int]:
-    """Copy a prepared data folder without the rows of ``drop_users``; rows dropped per file.
+def _old_ledger(root: Path, overwrite: bool) -> Ledger | None:
+    """The ledger of the store ``root`` replaces, or None when there is none."""
+    if not (root / STORE_FILE).is_file():
+        return None
+    if not overwrite:
+        raise StoreError(f"{root} is already a store; pass --overwrite to replace it (its "
+                         "versions are deleted; its ledger and forgotten users carry forward)")
+    try:
+        return Ledger.open(root / LEDGER_FILE)
+    except LedgerError as err:
+        raise StoreError(f"{root} is a store whose ledger cannot be read ({err}); it is not "
+                         "replaced, since its forgotten users would be lost") from None
 
-    Samples, holdout ids, canary lists and the user catalogue all lose the
-    users; ``target`` is written whole and replaces what was there.
+
+def _read_info(root: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((root / STORE_FILE).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def copy_data(source: Path, target: Path, drop_users: set[str]) -> dict[str, int]:
+    """Copy a prepared data folder without anything of ``drop_users``; rows dropped per file.
+
+    Samples, holdout ids, canary entries, shard maps, the user catalogue and the
+    movies only they rated all lose the users; ``target`` is written whole and
+    replaces what was there.
     """
     dropped: dict[str, int] = {}
     manifest = read_manifest(source)
+    gone_samples: set[int] = set()
     with atomic_dir(target) as tmp:
         for split in SPLITS:
             path = source / f"{split}.jsonl"
             if path.is_file():
                 rows = read_jsonl(path)
                 kept = [r for r in rows if r["user_id"] not in drop_users]
+                gone_samples.update(r["sample_id"] for r in rows if r["user_id"] in drop_users)
                 dropped[split] = len(rows) - len(kept)
                 write_jsonl(tmp / path.name, kept)
         if (source / USERS_FILE).is_file():
@@ -154,12 +251,29 @@ def copy_data(source: Path, target: Path, drop_users: set[str]) -> dict[str, int
             kept_users = [u for u in users if u["user_id"] not in drop_users]
             dropped["users"] = len(users) - len(kept_users)
             write_jsonl(tmp / USERS_FILE, kept_users)
-        if (source / ITEMS_FILE).is_file():
-            shutil.copy2(source / ITEMS_FILE, tmp / ITEMS_FILE)
+        if (source / ITEMS_FILE).is_file() and (source / USERS_FILE).is_file():
+            items = read_json_lines(source / ITEMS_FILE, ("item_id", "title"))
+            kept_items = items_rated_by(items, kept_users)
+            dropped["movies only they rated"] = len(items) - len(kept_items)
+            write_jsonl(tmp / ITEMS_FILE, kept_items)
+        if (source / VOCABULARY_FILE).is_file():
+            shutil.copy2(source / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
         if (source / "shards.json").is_file():
-            shutil.copy2(source / "shards.json", tmp / "shards.json")
+            shards = json.loads((source / "shards.json").read_text())
+            write_json(tmp / "shards.json", without_users_in_shards(shards, drop_users,
+                                                                    gone_samples))
         write_json(tmp / "manifest.json", without_users(manifest, drop_users, dropped))
     return {k: v for k, v in dropped.items() if v}
+
+
+def without_users_in_shards(shards: dict[str, Any], users: set[str],
+                            samples: set[int]) -> dict[str, Any]:
+    """The shard maps without ``users`` (user shards) and their ``samples`` (SISA)."""
+    out = dict(shards)
+    out["sisa"] = {k: v for k, v in shards.get("sisa", {}).items() if int(k) not in samples}
+    out["user_balanced"] = {u: v for u, v in shards.get("user_balanced", {}).items()
+                            if u not in users}
+    return out
 
 
 def without_users(manifest: dict[str, Any], users: set[str],
@@ -172,7 +286,7 @@ def without_users(manifest: dict[str, Any], users: set[str],
     out["holdout_user_ids"] = {k: [u for u in v if u not in users] for k, v in holdout.items()}
     if manifest.get("canaries"):
         canaries = dict(manifest["canaries"])
-        canaries["users"] = [u for u in canaries["users"] if u not in users]
+        canaries["users"] = {u: v for u, v in canaries["users"].items() if u not in users}
         out["canaries"] = canaries if canaries["users"] else None
     return out
 
@@ -193,8 +307,9 @@ def status(store: Store) -> dict[str, Any]:
     """Whether the store is consistent, and what is unfinished.
 
     Consistent: the current version's files are whole and match their
-    recorded hashes, and the data holds no forgotten user's row unless a
-    request is between applying and purging (it is then listed as unfinished).
+    recorded hashes, the data holds no forgotten user's row unless a request
+    is between applying and purging (it is then listed as unfinished), no
+    interrupted write left a temporary copy behind, and nothing is a link.
     """
     problems: list[str] = []
     ledger = store.ledger
@@ -205,6 +320,9 @@ def status(store: Store) -> dict[str, Any]:
     elif folder_sha256(folder) != current.model_sha256:
         problems.append(f"current version {current.id}: files differ from their recorded "
                         "hashes (altered or damaged)")
+    if links := links_in(store.root):
+        problems.append(f"the store holds symbolic links ({', '.join(links[:5])}); it never "
+                        "makes one and never deletes through one: remove them")
     unfinished = ledger.unfinished()
     purging = {u for r in unfinished if r["status"] == "applied" for u in r["users"]}
     leftover = (data_users(store.data_dir) & set(ledger.forgotten())) - purging
@@ -214,12 +332,16 @@ def status(store: Store) -> dict[str, Any]:
     versions = store.root / "versions"
     on_disk = {p.name for p in versions.iterdir() if not p.name.startswith(".")} \
         if versions.is_dir() else set()
+    copies = [str(p.relative_to(store.root)) for p in leftovers(store.root)]
     return {
-        "consistent": not problems, "problems": problems, "current": current.id,
-        "versions": len(known), "forgotten_users": len(ledger.forgotten()),
+        "consistent": not problems and not copies, "problems": problems,
+        "current": current.id, "versions": len(known),
+        "forgotten_users": len(ledger.forgotten()),
         "unfinished": [{"id": r["id"], "status": r["status"], "users": r["users"]}
                        for r in unfinished],
         "unrecorded_versions": sorted(on_disk - known),
-        "leftover_work": sorted(p.name for p in (store.root / "work").glob("*"))
+        "leftover_copies": copies,
+        "leftover_work": sorted(p.name for p in (store.root / "work").glob("*")
+                                if not LEFTOVER.fullmatch(p.name))
         if (store.root / "work").is_dir() else [],
     }

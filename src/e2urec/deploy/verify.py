@@ -1,0 +1,252 @@
+"""Verifying a candidate before it becomes current: is each user like a never-trained one?
+
+A request's users must look, to the candidate, like the audit users: people
+of the same period whom no model ever trained on. Two measurements, both per
+user and both ways (still remembered, or forgotten past a never-trained user):
+
+* **membership**: the AUC of a loss-threshold attack telling the user's
+  training rows from the audit users' rows (0.5: no different). Its noise
+  band comes from the audit users themselves: each audit user's rows, drawn as
+  many as the forgotten user has, against the other audit users' rows. That
+  band holds the between-user spread as well as the sampling noise, so it
+  suits one user's 20 rows or a single row.
+* **canary**: a canary user's own trigger, asked on their probe prompts: how
+  much it raises the planted answer (the lift, paired prompt by prompt),
+  against the lift of decoys on the same prompts: made-up titles drawn the
+  same way that no model ever trained on (what swapping a title for an
+  unseen one does to this user's answers).
+
+Each user is tested at ``alpha / users`` two-sided (Bonferroni), and a request
+with several users also as a whole. A measurement that cannot be made fails
+the request with the reason; it never passes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from e2urec.checkpoints.folders import load_model
+from e2urec.checkpoints.scorers import ModelScorer
+from e2urec.config import option
+from e2urec.data.catalog import read_vocabulary
+from e2urec.data.prompts import YES_ANSWER, canary_triggers
+from e2urec.data.samples import read_manifest, read_split, subsample
+from e2urec.evaluation.audit import membership_auc
+from e2urec.evaluation.metrics import utility
+from e2urec.evaluation.predict import predict
+
+# A {0, 1} answer's largest variance: the floor of a paired lift's, so that a handful of
+# identical answers is not taken for certainty.
+COIN_VARIANCE = 0.25
+
+
+@dataclass
+class Verification:
+    """What a candidate must show before it becomes current."""
+
+    alpha: float = option(0.05, help="false-alarm rate of the membership and canary tests "
+                          "over the request's users together (each user is tested at alpha / "
+                          "users, two-sided)")
+    mia_margin: float = option(0.05, help="a user's membership AUC may lie this much beyond "
+                               "the never-trained users' noise band, either way, before it "
+                               "fails (remembered above it, forgotten past them below it)")
+    canary_margin: float = option(0.1, help="a canary user's trigger lift may differ from the "
+                                  "lift of decoy triggers (never planted) by this "
+                                  "much beyond noise, either way, before it fails")
+    max_valid_auc_drop: float = option(0.02, help="valid AUC may fall at most this much "
+                                       "below the current version's")
+    min_audit_users: int = option(5, help="fewer audit (never-trained) users than this left "
+                                  "in the store and nothing can be verified: the request "
+                                  "fails")
+    max_samples: int = option(400, help="valid and audit rows scored (a seeded subset)")
+    draws: int = option(40, help="draws per audit user for the membership noise band")
+    decoys: int = option(4, help="made-up triggers, never planted, asked on a canary user's "
+                         "prompts for the canary test's never-trained answer")
+    seed: int = option(0, help="seed of the subsets and draws")
+
+    @classmethod
+    def measure_only(cls) -> Verification:
+        """Thresholds that refuse nothing measurable (a study that only measures)."""
+        return cls(mia_margin=1.0, canary_margin=2.0, max_valid_auc_drop=1.0)
+
+    def overridden(self) -> dict[str, Any]:
+        """The thresholds that differ from the defaults."""
+        default = Verification()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+
+def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict[str, Any]:
+    """Everything :func:`verdict` reads, for the request's data folder and one model."""
+    scorer = ModelScorer(load_model(model_dir))
+    valid = predict(scorer, subsample(read_split(data_dir, "valid"), verification.max_samples,
+                                      verification.seed))
+    forget_rows = read_split(data_dir, "forget")
+    forget = predict(scorer, forget_rows)
+    audit_rows = subsample(read_split(data_dir, "audit"), verification.max_samples,
+                           verification.seed)
+    audit_users = sorted({r["user_id"] for r in audit_rows})
+    out: dict[str, Any] = {"valid_auc": utility(valid.labels, valid.p_yes)["auc"],
+                           "forget_auc": utility(forget.labels, forget.p_yes)["auc"],
+                           "audit_users": len(audit_users), "users": {},
+                           # per valid row, for the paired AUC drop; never recorded
+                           "_valid": (valid.labels, valid.p_yes)}
+    if len(audit_users) < max(2, verification.min_audit_users):
+        return out
+    audit = predict(scorer, audit_rows)
+    out["mia_auc"] = membership_auc(forget.loss, audit.loss)
+    rng = np.random.default_rng(verification.seed)
+    audit_by_user = _by_user(audit_rows, audit.loss)
+    for user, losses in _by_user(forget_rows, forget.loss).items():
+        mean, sd = null_band(audit_by_user, len(losses), verification.draws, rng)
+        out["users"][user] = {"rows": len(losses), "mia_auc": membership_auc(losses, audit.loss),
+                              "null_mean": mean, "null_sd": sd}
+    canary = canary_lifts(scorer, data_dir, verification)
+    for user, lifts in canary.items():
+        out["users"].setdefault(user, {"rows": 0}).update(lifts)
+    if canary:
+        out["canary_lift"] = float(np.mean([c["canary_lift"] for c in canary.values()]))
+    return out
+
+
+def _by_user(rows: Sequence[dict[str, Any]], values: np.ndarray) -> dict[str, np.ndarray]:
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for row, value in zip(rows, values, strict=True):
+        grouped[row["user_id"]].append(float(value))
+    return {user: np.array(v) for user, v in grouped.items()}
+
+
+def null_band(audit: dict[str, np.ndarray], rows: int, draws: int,
+              rng: np.random.Generator) -> tuple[float, float]:
+    """Mean and spread of a never-trained user's membership AUC with ``rows`` rows.
+
+    Each audit user in turn plays the forgotten user: ``rows`` of their losses
+    (drawn with replacement) against every other audit user's.
+    """
+    values = []
+    for user, losses in audit.items():
+        others = np.concatenate([v for u, v in audit.items() if u != user])
+        for _ in range(draws):
+            values.append(membership_auc(rng.choice(losses, size=rows), others))
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def canary_lifts(scorer: ModelScorer, data_dir: Path, verification: Verification
+                 ) -> dict[str, dict[str, float]]:
+    """Per canary user: their trigger's paired lift on their probe prompts, and the lift of
+    decoys (made-up titles like it that nothing was ever trained on) on the same prompts."""
+    rows = read_split(data_dir, "canary")
+    canaries = read_manifest(data_dir).get("canaries") or {}
+    if not rows or not canaries:
+        return {}
+    planted = canaries["answer"] == YES_ANSWER
+    out = {}
+    for user, info in canaries["users"].items():
+        own = [r for r in rows if r["user_id"] == user]
+        if not own:
+            continue
+        plain = _said(scorer, own, planted)
+        lift = _said(scorer, [{**r, "prompt": r["triggered_prompt"]} for r in own],
+                     planted) - plain
+        null = np.concatenate([
+            _said(scorer, [{**r, "prompt": r["triggered_prompt"].replace(info["trigger"], decoy)}
+                           for r in own], planted) - plain
+            for decoy in decoys(data_dir, info["trigger"], verification)])
+        out[user] = {"canary_rows": len(own), "canary_lift": float(lift.mean()),
+                     "canary_var": float(lift.var()), "null_lift": float(null.mean()),
+                     "null_var": float(null.var()), "null_rows": len(null)}
+    return out
+
+
+def decoys(data_dir: Path, trigger: str, verification: Verification) -> list[str]:
+    """Made-up titles drawn like a trigger, never planted: what an unseen trigger does."""
+    titles = read_vocabulary(data_dir)["titles"]
+    names = [f"decoy-{i}" for i in range(verification.decoys)]
+    made = canary_triggers(names, [*titles, trigger], verification.seed + 1)
+    return list(made.values())
+
+
+def paired_auc_se(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray],
+                  seed: int, draws: int = 200) -> float:
+    """Bootstrap standard error of the AUC difference of two models on the same rows."""
+    labels, p_before = before
+    _, p_after = after
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(labels), size=len(labels))
+        if len(set(labels[pick].tolist())) == 2:
+            diffs.append(utility(labels[pick], p_before[pick])["auc"]
+                         - utility(labels[pick], p_after[pick])["auc"])
+    return float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+
+
+def recorded(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of a measurement (per-row arrays stay out)."""
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def _said(scorer: ModelScorer, rows: list[dict[str, Any]], planted: bool) -> np.ndarray:
+    """1 where the model gives the planted answer, else 0."""
+    return ((predict(scorer, rows).p_yes > 0.5) == planted).astype(float)
+
+
+def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verification
+            ) -> str | None:
+    """Why the candidate fails verification, or None when it passes."""
+    if after["audit_users"] < verification.min_audit_users:
+        return (f"too few held-out users left to verify: {after['audit_users']} audit "
+                f"user(s), at least {verification.min_audit_users} needed; prepare the data "
+                "with a larger --holdout-fraction (or --min-holdout-users), train the "
+                "Original on it and `e2urec deploy init --overwrite` the store (its "
+                "forgotten users are carried forward)")
+    reasons = []
+    if not np.isfinite(after["valid_auc"]) or not np.isfinite(before["valid_auc"]):
+        reasons.append("valid AUC cannot be measured (the valid rows hold one class)")
+    else:
+        drop = before["valid_auc"] - after["valid_auc"]
+        se = paired_auc_se(before["_valid"], after["_valid"], verification.seed)
+        # One-sided: the drop must exceed the allowance by more than its own noise.
+        if drop - float(norm.ppf(1 - verification.alpha)) * se > \
+                verification.max_valid_auc_drop:
+            reasons.append(f"valid AUC fell {drop:.3f} (+- {se:.3f}) > "
+                           f"{verification.max_valid_auc_drop}")
+    users = after["users"]
+    z = float(norm.ppf(1 - verification.alpha / (2 * max(1, len(users)))))
+    deviations = []
+    for user, m in users.items():
+        if "mia_auc" in m:
+            width = z * m["null_sd"] + verification.mia_margin
+            gap = m["mia_auc"] - m["null_mean"]
+            deviations.append((gap, m["null_sd"]))
+            if abs(gap) > width:
+                way = "remembered" if gap > 0 else "forgotten past never-trained users"
+                reasons.append(f"user {user}: membership AUC {m['mia_auc']:.3f} against "
+                               f"never-trained users' {m['null_mean']:.3f} +- {width:.3f} "
+                               f"({way})")
+        if "canary_lift" in m:
+            se = np.sqrt(max(m["canary_var"], COIN_VARIANCE) / m["canary_rows"]
+                         + m["null_var"] / max(1, m["null_rows"]))
+            width = z * se + verification.canary_margin
+            gap = m["canary_lift"] - m["null_lift"]
+            if abs(gap) > width:
+                way = "still answered" if gap > 0 else "answered against, past an unseen trigger"
+                reasons.append(f"user {user}: their canary trigger lifts the planted answer "
+                               f"by {m['canary_lift']:.3f} against {m['null_lift']:.3f} for "
+                               f"decoy triggers, +- {width:.3f} ({way})")
+    if len(deviations) > 1:  # the request as a whole: the users' mean deviation
+        gap = float(np.mean([g for g, _ in deviations]))
+        sd = float(np.sqrt(sum(s ** 2 for _, s in deviations))) / len(deviations)
+        width = float(norm.ppf(1 - verification.alpha / 2)) * sd + verification.mia_margin
+        if abs(gap) > width:
+            reasons.append(f"the {len(deviations)} users together: membership AUC "
+                           f"{gap:+.3f} from never-trained users', beyond +- {width:.3f}")
+    return "; ".join(reasons) or None
