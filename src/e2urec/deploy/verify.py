@@ -62,7 +62,8 @@ class Verification:
                                   "lift of decoy triggers (never planted) by this "
                                   "much beyond noise, either way, before it fails")
     max_valid_auc_drop: float = option(0.02, help="valid AUC may fall at most this much "
-                                       "below the current version's")
+                                       "below the current version's, net of the drop's own "
+                                       "noise (paired bootstrap, one-sided at alpha)")
     min_audit_users: int = option(5, help="fewer audit (never-trained) users than this left "
                                   "in the store and nothing can be verified: the request "
                                   "fails")
@@ -75,7 +76,7 @@ class Verification:
     @classmethod
     def measure_only(cls) -> Verification:
         """Thresholds that refuse nothing measurable (a study that only measures)."""
-        return cls(mia_margin=1.0, canary_margin=2.0, max_valid_auc_drop=1.0)
+        return cls(mia_margin=1.0, canary_margin=2.0, max_valid_auc_drop=1.0, min_audit_users=0)
 
     def overridden(self) -> dict[str, Any]:
         """The thresholds that differ from the defaults."""
