@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                     train_split(data, split, BackboneConfig(**backbone),
                                 TrainConfig(seed=seed, **train), out)
                 m = measure(out, data)
-                rows.append([recipe, seed, name, *(f"{m[k]:.4f}" for k in (
+                rows.append([recipe, str(seed), name, *(f"{m[k]:.4f}" for k in (
                     "test_auc", "test_std", "forget_auc", "mia", "canary", "base"))])
     if args.curve:
         print_table(["seed", "model", "epoch", "valid loss", "valid AUC"], rows)
