@@ -19,6 +19,7 @@ running the same request again finishes it (see :func:`resume`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -171,7 +172,11 @@ def resume(store: Store, request: dict[str, Any], users: Sequence[str],
         return _purge(store, request, log)
     log(f"[forget] request {rid}: pending after an interruption; starting it again")
     # The thresholds recorded with the request hold, whatever this call was given.
-    recorded = from_dict(Verification, request["verification"] or {}, "verification")
+    # (A request recorded under the earlier thresholds, max_mia_auc and max_canary_lift,
+    # resumes under today's defaults for them.)
+    known = {f.name for f in dataclasses.fields(Verification)}
+    recorded = from_dict(Verification, {k: v for k, v in (request["verification"] or {}).items()
+                                        if k in known}, "verification")
     return _carry_out(store, request, recorded, log)
 
 
