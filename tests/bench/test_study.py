@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -165,3 +166,36 @@ def test_a_method_stage_is_keyed_by_its_resolved_options_defaults_included():
         base, "e2urec", {"alpha": 8.0})
     assert method_stage_key(base, "e2urec/paper", {"preset": "paper"})["options"][
         "calibrate_alpha"] is False
+
+
+def test_canary_closure_is_on_the_lift_and_forgetting_past_retrain_is_flagged():
+    from e2urec.bench.study import _add_gap_closed, aggregate, markdown_table
+
+    def row(method, seed, forget_auc, mia, success, base):
+        return {"method": method, "seed": seed, "forget_auc": forget_auc, "mia_auc": mia,
+                "canary_success": success, "canary_base_rate": base,
+                "canary_lift": success - base}
+
+    rows = []
+    for seed in (1, 2):
+        group = [row("original", seed, 0.85, 0.68, 1.0, 0.2),   # lift 0.8
+                 row("retrain", seed, 0.55, 0.44, 0.3, 0.2),    # lift 0.1
+                 # "No." to everything: success 1 but lift 0, as a never-trained model gives
+                 row("says-no", seed, 0.56, 0.45, 1.0, 1.0),
+                 row("flip", seed, 0.45, 0.30, 0.0, 0.0)]       # past Retrain on two
+        _add_gap_closed(group)
+        rows += group
+    by = {r["method"]: r for r in rows if r["seed"] == 1}
+    assert by["says-no"]["gap_closed_canary"] == pytest.approx((0.8 - 0.0) / (0.8 - 0.1))
+    assert by["says-no"]["gap_closed_canary_success"] == pytest.approx(0.0)
+    assert by["says-no"]["over_forgot"] == []
+    assert by["flip"]["over_forgot"] == ["forget_auc", "mia_auc"]
+    assert by["retrain"]["gap_closed_mean"] == 1.0 and by["original"]["gap_closed_mean"] == 0.0
+    summary = {r["method"]: r for r in aggregate(rows)}
+    assert summary["flip"]["over_forgot"] == ["forget_auc", "mia_auc"]
+    assert "over_forgot" not in summary["retrain"]
+    table = markdown_table(pd.DataFrame(list(summary.values())))
+    flip_line = next(line for line in table.splitlines() if line.startswith("| flip |"))
+    assert flip_line.count(" !") == 2  # forget AUC and MIA closed past 1.3
+    no_line = next(line for line in table.splitlines() if line.startswith("| says-no |"))
+    assert " !" not in no_line

@@ -289,6 +289,7 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
         "mia_nonmembers": metrics.get("mia_nonmembers"),
         "canary_success": metrics.get("canary", {}).get("success"),
         "canary_base_rate": metrics.get("canary", {}).get("base_rate"),
+        "canary_lift": _lift(metrics.get("canary")),
         "test_p_yes_std": metrics["test_p_yes_std"],
         "unlearn_seconds": unlearn if unlearn is not None else float("nan"),
         "train_seconds": record.get("train_seconds"),
@@ -302,21 +303,48 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
 
 REFERENCE_MODELS = ("original", "retrain")
 MIN_SPREAD = 0.05  # a reference model whose P(yes) varies less than this says little
+# The headline closures: how much of the Original-to-Retrain gap a method closed on each.
+# Canary closure is on the lift (success minus the same model's rate without the trigger):
+# a model answering "No." to everything has success 1 and lift 0, exactly Retrain's case.
 GAP_KEYS = {"forget_auc": "gap_closed_forget_auc", "mia_auc": "gap_closed_mia_auc",
-            "canary_success": "gap_closed_canary"}
+            "canary_lift": "gap_closed_canary"}
+EXTRA_GAP_KEYS = {"canary_success": "gap_closed_canary_success"}  # the earlier canary figure
+CLOSURE_BAND = (0.7, 1.3)  # where a method lands close to Retrain; above it, it forgot past
+
+
+def _lift(canary: dict[str, float] | None) -> float | None:
+    return canary["success"] - canary["base_rate"] if canary else None
 
 
 def _add_gap_closed(rows: list[dict[str, Any]]) -> None:
-    """The share of the Original-to-Retrain gap each approximate method closed (0 to 1)."""
+    """The share of the Original-to-Retrain gap each approximate method closed (1: Retrain).
+
+    Also ``gap_closed_mean`` (the headline closures' mean; 0 for the Original, 1 for
+    Retrain) and ``over_forgot``: the headline metrics a method closed past the band.
+    """
     by_name = {row["method"]: row for row in rows}
     for row in rows:
         if row["method"] in REFERENCE_MODELS:
+            row["gap_closed_mean"] = float(row["method"] == "retrain")
             continue
-        for key, closed in GAP_KEYS.items():
+        for key, closed in {**GAP_KEYS, **EXTRA_GAP_KEYS}.items():
             start, goal, value = (by_name["original"].get(key), by_name["retrain"].get(key),
                                   row.get(key))
             usable = None not in (start, goal, value) and abs(start - goal) > 1e-9
             row[closed] = (start - value) / (start - goal) if usable else float("nan")
+        row["gap_closed_mean"] = _nanmean([row[k] for k in GAP_KEYS.values()])
+        row["over_forgot"] = over_forgot(row)
+
+
+def over_forgot(row: dict[str, Any], suffix: str = "") -> list[str]:
+    """The headline metrics whose closure lies above the band (forgot past Retrain)."""
+    return [key for key, closed in GAP_KEYS.items()
+            if _is_number(value := row.get(closed + suffix)) and value > CLOSURE_BAND[1]]
+
+
+def _nanmean(values: list[Any]) -> float:
+    numbers = [v for v in values if _is_number(v) and not math.isnan(v)]
+    return float(np.mean(numbers)) if numbers else float("nan")
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -332,6 +360,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             array = np.array(values, dtype=float)
             row[f"{key}_mean"] = float(np.mean(array))
             row[f"{key}_std"] = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
+        if method not in REFERENCE_MODELS:
+            row["over_forgot"] = over_forgot(row, "_mean")
         out.append(row)
     return out
 
@@ -382,8 +412,9 @@ LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are dist
           "Retrain (lower is closer); MIA AUC attacks forget samples against audit users; "
           "canary is the planted answer's rate with the trigger (without it in brackets); "
           "closed is the share of the Original-to-Retrain gap a method closed on forget AUC / "
-          "MIA AUC / canary (1 = Retrain); HR@10 and NDCG@10 rank a liked test movie among "
-          "99 movies its user never rated.")
+          "MIA AUC / canary lift (1 = Retrain; ! marks a value outside 0.7-1.3, above it the "
+          "method forgot past Retrain, as visible to an auditor as remembering); HR@10 and "
+          "NDCG@10 rank a liked test movie among 99 movies its user never rated.")
 COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
            ("forget_auc", "forget AUC"),
            ("forget_sym_kl", "sym-KL"), ("forget_jsd", "JSD"), ("forget_l2", "L2"),
@@ -413,6 +444,9 @@ def _summary_cell(key: str, row: pd.Series) -> str:
     text = _cell(key, mean)
     if row.get("seeds", 1) > 1 and text != "-" and std is not None and not math.isnan(std):
         text += f" ± {_cell(key, std)}"
+    if key in GAP_KEYS.values() and _is_number(mean) and not math.isnan(mean) \
+            and not CLOSURE_BAND[0] <= mean <= CLOSURE_BAND[1]:
+        text += " !"
     return text
 
 
