@@ -99,10 +99,17 @@ def test_more_users_widen_each_users_band_and_the_request_is_tested_as_a_whole(m
     monkeypatch.setattr(verify, "paired_auc_se", lambda *a: 0.0)
     one = measured(0.66)
     assert "user 7" in verdict(one, one, Verification())  # 0.16 > 1.96 * 0.05 + 0.05
-    many = {**one, "users": {str(u): dict(one["users"]["7"]) for u in range(20)}}
+    many = {**one, "users": {str(u): dict(one["users"]["7"]) for u in range(20)},
+            "audit_users": 50}
     reason = verdict(many, many, Verification())
     assert "user 7" not in reason  # Bonferroni over 20 users: 3.02 * 0.05 + 0.05 > 0.16
+    # Together: 1.96 * 0.05 * sqrt(1/20 + 1/50) + 0.05 = 0.076 < 0.16.
     assert "the 20 users together: membership AUC +0.160" in reason
+    # With few audit users their own spread dominates: 1.96 * 0.05 * sqrt(1/20 + 1/5) + 0.05
+    # = 0.099 still < 0.16, but a smaller gap passes.
+    few = {**many, "audit_users": 5,
+           "users": {u: {**m, "mia_auc": 0.59} for u, m in many["users"].items()}}
+    assert verdict(few, few, Verification()) is None
 
 
 def test_forgetting_every_pilot_leaves_nothing_of_them_in_the_store(store, store_data):

@@ -245,7 +245,10 @@ def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verific
                                f"decoy triggers, +- {width:.3f} ({way})")
     if len(deviations) > 1:  # the request as a whole: the users' mean deviation
         gap = float(np.mean([g for g, _ in deviations]))
-        sd = float(np.sqrt(sum(s ** 2 for _, s in deviations))) / len(deviations)
+        # Its noise: the users' own spread over their number, and, since every user is set
+        # against the same few audit users, that group's spread over its size.
+        spread = float(np.mean([s ** 2 for _, s in deviations]))
+        sd = float(np.sqrt(spread / len(deviations) + spread / after["audit_users"]))
         width = float(norm.ppf(1 - verification.alpha / 2)) * sd + verification.mia_margin
         if abs(gap) > width:
             reasons.append(f"the {len(deviations)} users together: membership AUC "
