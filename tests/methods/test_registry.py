@@ -104,3 +104,15 @@ def test_unlearn_seconds_run_from_the_original_loaded_to_the_result_saved(prepar
     assert 0.5 <= record["unlearn_seconds"] < 0.9
     assert record["timing"] == "from the Original loaded to the result saved"
     assert (record["trainable_params"], record["total_params"]) == (1, 2)
+
+
+def test_every_method_states_where_its_seed_sits_and_whether_a_store_serves_it():
+    from e2urec.config import TrainConfig
+    from e2urec.methods.base import ShardEnsembleUnlearner, parse_options
+
+    train = TrainConfig(seed=5)
+    for name, cls in REGISTRY.items():
+        raw = cls.with_seed({}, 123)
+        parsed = parse_options(name, raw)
+        assert cls.seed_of(parsed, train) == (5 if cls.seed_option is None else 123), name
+        assert cls.serves_one_model == (not issubclass(cls, ShardEnsembleUnlearner)), name

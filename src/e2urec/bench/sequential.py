@@ -34,7 +34,7 @@ from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option, read_config_file
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.data.sources import find_raw
-from e2urec.deploy.requests import SERVABLE, forget, request_data
+from e2urec.deploy.requests import forget, request_data, servable_methods
 from e2urec.deploy.store import init_store, open_store
 from e2urec.deploy.verify import Verification
 from e2urec.evaluation.evaluate import evaluate
@@ -66,10 +66,11 @@ class SequentialConfig(StudyConfig):
     def validate(self) -> None:
         super().validate()
         for name in self.methods:
-            if method_of(name) not in SERVABLE or method_of(name) == "retrain":
+            single = [m for m in servable_methods() if m != "retrain"]
+            if method_of(name) not in single:
                 raise ConfigError(f"methods.{name}: a sequential study runs single-model "
-                                  f"methods ({', '.join(m for m in SERVABLE if m != 'retrain')}"
-                                  "); Retrain is its reference and always runs")
+                                  f"methods ({', '.join(single)}); Retrain is its reference "
+                                  "and always runs")
 
 
 def load_sequential(path: str | Path) -> SequentialConfig:

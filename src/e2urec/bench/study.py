@@ -153,13 +153,7 @@ def seeded(study: StudyConfig, seed: int | None) -> StudyConfig:
         return study
     methods = {}
     for name, options in study.methods.items():
-        options = dict(options or {})
-        fields = {f.name for f in dataclasses.fields(get_method(method_of(name)).Options)}
-        if "schedule" in fields:
-            options["schedule"] = {**(options.get("schedule") or {}), "seed": seed}
-        if "seed" in fields:
-            options["seed"] = seed
-        methods[name] = options
+        methods[name] = get_method(method_of(name)).with_seed(options or {}, seed)
     return dataclasses.replace(study, data=dataclasses.replace(study.data, seed=seed),
                                train=dataclasses.replace(study.train, seed=seed),
                                methods=methods)

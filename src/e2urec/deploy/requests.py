@@ -53,10 +53,7 @@ from e2urec.deploy.store import (
 )
 from e2urec.deploy.verify import Verification, measure, recorded, verdict
 from e2urec.fileio import atomic_dir, folder_sha256, write_json
-from e2urec.methods.base import get_method, parse_options, run_method
-
-# Methods whose result is one model (the store serves one model, not a shard ensemble).
-SERVABLE = ("e2urec", "neggrad", "bad-teacher", "bad-teacher-labels", "retrain")
+from e2urec.methods.base import REGISTRY, get_method, parse_options, run_method
 
 __all__ = ["Outcome", "RequestError", "Verification", "abandon", "forget", "request_data"]
 
@@ -147,11 +144,15 @@ def abandon(store: Store, request_id: str, reason: str,
 
 
 def check_method(method: str, options: dict[str, Any] | None) -> None:
-    get_method(method)
-    if method not in SERVABLE:
+    if not get_method(method).serves_one_model:
         raise ConfigError(f"method {method!r} keeps a shard ensemble; the store serves one "
-                          f"model: use one of {', '.join(SERVABLE)}")
+                          f"model: use one of {', '.join(servable_methods())}")
     parse_options(method, options)
+
+
+def servable_methods() -> list[str]:
+    """The methods whose result is one model, the kind a store serves."""
+    return sorted(name for name, cls in REGISTRY.items() if cls.serves_one_model)
 
 
 def resume(store: Store, request: dict[str, Any], users: Sequence[str],

@@ -97,6 +97,34 @@ class Unlearner(ABC):
     needs_original: ClassVar[bool] = True
     # Named sets of options (``preset: paper``); explicit options override them.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Whether the result is one model (a store serves it) rather than a shard ensemble.
+    serves_one_model: ClassVar[bool] = True
+    # Where the method's seed sits in its options (a path of field names); None: it has
+    # none of its own and follows training's seed.
+    seed_option: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def seed_of(cls, options: Any, train: TrainConfig) -> int:
+        """The method's own seed in parsed ``options`` (else training's)."""
+        if cls.seed_option is None:
+            return train.seed
+        for name in cls.seed_option:
+            options = getattr(options, name)
+        return options
+
+    @classmethod
+    def with_seed(cls, options: dict[str, Any], seed: int) -> dict[str, Any]:
+        """Raw ``options`` with the method's seed set to ``seed`` (a copy)."""
+        if cls.seed_option is None:
+            return dict(options)
+        *outer, last = cls.seed_option
+        out = dict(options)
+        level = out
+        for name in outer:
+            level[name] = dict(level.get(name) or {})
+            level = level[name]
+        level[last] = seed
+        return out
 
     def __init__(self, options: Any, ctx: UnlearnContext):
         self.options = options
@@ -128,6 +156,8 @@ class Unlearner(ABC):
 class FullCopyUnlearner(Unlearner):
     """Trains every weight of a copy of the Original; a subclass states its loss and data."""
 
+    seed_option = ("schedule", "seed")
+
     def forget_rows(self) -> list[dict[str, Any]]:
         return self.ctx.rows("forget")
 
@@ -152,6 +182,7 @@ class ShardEnsembleUnlearner(Unlearner):
 
     scheme: ClassVar[str]
     needs_original = False
+    serves_one_model = False
 
     def aggregate(self, members: list[Path], rows: list[dict]) -> AttentionAggregator | None:
         """The aggregator over ``members`` fitted on ``rows``; None averages logits."""
@@ -299,14 +330,6 @@ def check_method_inputs(name: str, data_dir: str | Path, original: str | Path | 
     return method_cls, parsed
 
 
-def method_seed(options: Any, train: TrainConfig) -> int:
-    """The method's own seed: its schedule's, else its ``seed`` option, else training's."""
-    schedule = getattr(options, "schedule", None)
-    if schedule is not None:
-        return schedule.seed
-    return getattr(options, "seed", train.seed)
-
-
 def run_method(name: str, data_dir: str | Path, original: str | Path | None,
                backbone: BackboneConfig, train: TrainConfig, options: dict[str, Any] | None,
                out_dir: str | Path, cpu: bool = False, accelerator: Accelerator | None = None,
@@ -325,7 +348,7 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
         resolve_lora_targets(loaded.model, lora.targets)
     # Everything a method draws (adapter init, dropout) follows from its seed alone, not
     # from what ran earlier in the process: two runs give the same bytes.
-    set_seed(method_seed(parsed, train))
+    set_seed(method_cls.seed_of(parsed, train))
     memory = PeakMemory()
     memory.start()
     with stopwatch() as clock:

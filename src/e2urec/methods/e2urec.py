@@ -176,6 +176,7 @@ def original_recording_shift(student: torch.nn.Module, augmented: torch.nn.Modul
 @register
 class E2URec(Unlearner):
     name = "e2urec"
+    seed_option = ("schedule", "seed")
     Options = E2URecOptions
     # The reference code's budget (T5-base, ML-1M: 812 forget steps an epoch), in epochs of the
     # forget set; see docs/deviations.md.

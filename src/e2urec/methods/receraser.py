@@ -31,6 +31,7 @@ class RecEraserOptions:
 @register
 class RecEraser(ShardEnsembleUnlearner):
     name = "receraser"
+    seed_option = ("seed",)
     Options = RecEraserOptions
     scheme = "user_balanced"
 
