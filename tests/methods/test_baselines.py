@@ -51,6 +51,34 @@ def test_neggrad_raises_the_forget_loss(unlearn, prepared_dir, original_dir):
     assert record["trainable_params"] == record["total_params"]
 
 
+@pytest.mark.parametrize("method,options", [
+    ("graddiff", {"schedule": {"lr": 1e-3, "epochs": 2}}),
+    ("npo", {"beta": 0.1, "schedule": {"lr": 1e-3, "epochs": 2}}),
+])
+def test_graddiff_and_npo_raise_the_forget_loss(method, options, unlearn, prepared_dir,
+                                                original_dir):
+    record, out = unlearn(method, options)
+    assert forget_ce(out, prepared_dir) > forget_ce(original_dir, prepared_dir)
+    assert record["trainable_params"] == record["total_params"]
+    steps = record["history"]["steps"]
+    assert steps and all("retain_ce" in s for s in steps)  # joint from the first step
+
+
+def test_npo_loss_is_bounded_and_fades_once_a_sample_falls_below_the_reference():
+    from e2urec.methods.npo import npo_loss
+
+    ref = torch.zeros(4)
+    at_reference = npo_loss(torch.zeros(4), ref, beta=0.1)
+    assert float(at_reference) == pytest.approx(2 / 0.1 * np.log(2))
+    grads = []
+    for gap in (0.0, -5.0, -50.0):
+        log_prob = torch.full((4,), gap, requires_grad=True)
+        npo_loss(log_prob, ref, beta=0.5).backward()
+        grads.append(float(log_prob.grad.abs().sum()))
+    assert grads[0] > grads[1] > grads[2] and grads[2] < 1e-3  # gradient ascent never fades
+    assert float(npo_loss(torch.full((4,), -50.0), ref, beta=0.5)) >= 0
+
+
 @pytest.mark.parametrize("method", ["bad-teacher-labels", "bad-teacher"])
 def test_bad_teachers_lower_forget_accuracy(method, unlearn, prepared_dir, original_dir):
     # Bad-Teacher distils only the incompetent teacher's Yes/No split (see its docs).
