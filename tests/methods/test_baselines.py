@@ -240,3 +240,15 @@ def test_a_fractional_epoch_budget_ends_mid_epoch(unlearn, prepared_dir):
     assert record["history"]["total_steps"] == round(3000 / 812 * per_epoch)
     assert record["preset"] == "paper"
     assert record["options"]["schedule"]["max_grad_norm"] is None
+
+
+def test_an_unlearning_lr_is_a_multiple_of_the_originals_unless_given_absolutely(
+        unlearn, original_dir):
+    from e2urec.checkpoints.folders import read_meta
+
+    trained_at = read_meta(original_dir)["train_record"]["train"]["lr"]
+    record, _ = unlearn("neggrad", {"schedule": {"lr_scale": 0.5, "epochs": 1}})
+    assert record["options"]["schedule"]["lr"] == pytest.approx(0.5 * trained_at)
+    assert record["lr_base"] == {"lr": trained_at, "from": "the Original's training record"}
+    record, _ = unlearn("neggrad", {"preset": "paper", "schedule": {"epochs": 1}})
+    assert record["options"]["schedule"]["lr"] == 5e-5  # the reference's T5-base value

@@ -27,7 +27,7 @@ class BadTeacherOptions:
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr=1e-4, epochs=1,
+                                factory=lambda: Schedule(lr_scale=0.1, epochs=1,
                                                          forget_only_epochs=0))
 
 

@@ -17,7 +17,7 @@ from e2urec.training.unlearn_loop import LossFn, Schedule
 class BadTeacherLabelsOptions:
     weight: float = option(1.0, help="weight of the flipped-label loss on forget")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr=5e-5, epochs=1,
+                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
                                                          forget_only_epochs=0))
 
 

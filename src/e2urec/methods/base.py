@@ -330,6 +330,28 @@ def check_method_inputs(name: str, data_dir: str | Path, original: str | Path | 
     return method_cls, parsed
 
 
+def original_lr(original: Path | None, train: TrainConfig) -> dict[str, Any]:
+    """The lr the Original was trained at: from its model folder, else the training config."""
+    recorded = ((read_meta(original).get("train_record") or {}).get("train") or {}).get("lr") \
+        if original is not None else None
+    if recorded:
+        return {"lr": float(recorded), "from": "the Original's training record"}
+    return {"lr": train.lr, "from": "train.lr (the Original's folder records no training)"}
+
+
+def with_resolved_lr(options: Any, original: Path | None, train: TrainConfig
+                     ) -> tuple[Any, dict[str, Any] | None]:
+    """``options`` with ``schedule.lr`` set from ``lr_scale`` where no absolute lr is given,
+    and the base it was scaled from (None for a method that takes no unlearning steps)."""
+    schedule = getattr(options, "schedule", None)
+    if schedule is None:
+        return options, None
+    base = original_lr(original, train)
+    if schedule.lr is None:
+        schedule = dataclasses.replace(schedule, lr=schedule.lr_scale * base["lr"])
+    return dataclasses.replace(options, schedule=schedule), base
+
+
 def run_method(name: str, data_dir: str | Path, original: str | Path | None,
                backbone: BackboneConfig, train: TrainConfig, options: dict[str, Any] | None,
                out_dir: str | Path, cpu: bool = False, accelerator: Accelerator | None = None,
@@ -339,6 +361,7 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
                                              overwrite)
     ctx = UnlearnContext(Path(data_dir), Path(original) if original else None, backbone, train,
                          Path(out_dir), accelerator or make_accelerator(cpu=cpu))
+    parsed, lr_base = with_resolved_lr(parsed, ctx.original_dir, train)
     method = method_cls(parsed, ctx)
     method.setup()
     loaded = method.load_original()
@@ -364,6 +387,7 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
         **extra, "trainable_params": trainable, "total_params": total,
         "trainable_share": trainable / max(total, 1), **memory.read(),
         "options": to_dict(parsed), "preset": (options or {}).get("preset"),
+        "lr_base": lr_base,
         "train": to_dict(train), "backbone": to_dict(backbone),
         "data": str(Path(data_dir).resolve()),
         "original": str(Path(original).resolve()) if original else None,

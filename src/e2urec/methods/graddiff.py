@@ -17,7 +17,7 @@ class GradDiffOptions:
     weight: float = option(1.0, help="weight of the ascent on the forget loss against the "
                            "retain loss (GradDiff: 1)")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr=5e-5, epochs=1,
+                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
                                                          forget_only_epochs=0))
 
 

@@ -15,7 +15,7 @@ from e2urec.training.unlearn_loop import LossFn, Schedule
 class NegGradOptions:
     weight: float = option(0.2, help="weight w of the ascent on the forget loss")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr=5e-5, epochs=1,
+                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
                                                          forget_only_epochs=0))
 
 

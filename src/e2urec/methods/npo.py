@@ -27,7 +27,7 @@ class NPOOptions:
     beta: float = option(0.1, help="NPO's inverse temperature (paper: 0.1)")
     retain_weight: float = option(1.0, help="weight of the CE on retain")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr=5e-5, epochs=1,
+                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
                                                          forget_only_epochs=0))
 
     def validate(self) -> None:

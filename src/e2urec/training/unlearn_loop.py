@@ -34,7 +34,11 @@ LossFn = Callable[[torch.nn.Module, Batch | None, Batch | None], tuple[torch.Ten
 class Schedule:
     """How an unlearning method trains: shared by every method that takes steps."""
 
-    lr: float = option(1e-3, help="AdamW learning rate of the unlearning steps")
+    lr_scale: float = option(1.0, help="the unlearning steps' AdamW learning rate as a multiple "
+                             "of the lr the Original was trained at (read from its model "
+                             "folder, else train.lr): a paper's lr belongs to its model")
+    lr: float | None = option(None, help="an absolute learning rate instead (the paper "
+                              "presets' T5-base values); None: lr_scale times the Original's")
     batch_size: int = option(16, help="forget samples a step (and as many retain samples)")
     epochs: float = option(3, help="passes over the forget set (a fraction ends mid-epoch: "
                            "the reference code's step budgets)")
@@ -45,8 +49,10 @@ class Schedule:
     seed: int = option(42, help="seed of shuffling, adapters and teachers")
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("schedule: epochs and batch_size must be at least 1, lr positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr_scale <= 0 or \
+                (self.lr is not None and self.lr <= 0):
+            raise ConfigError("schedule: epochs and batch_size must be at least 1, lr and "
+                              "lr_scale positive")
         if not 0 <= self.forget_only_epochs <= self.epochs:
             raise ConfigError("schedule: forget_only_epochs must lie in 0..epochs")
 
@@ -162,6 +168,9 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
     model = backbone.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    if schedule.lr is None:
+        raise ValueError("schedule.lr is not resolved: run the method through run_method, "
+                         "which sets it from lr_scale and the Original's lr")
     optimizer = torch.optim.AdamW(params, lr=schedule.lr)
     prepared = accelerator.prepare(model, optimizer, forget_data,
                                    *([retain_data] if retain_data is not None else []))
