@@ -169,7 +169,7 @@ def test_a_method_stage_is_keyed_by_its_resolved_options_defaults_included():
 
 
 def test_canary_closure_is_on_the_lift_and_forgetting_past_retrain_is_flagged():
-    from e2urec.bench.study import _add_gap_closed, aggregate, markdown_table
+    from e2urec.bench.study import add_gap_closed, aggregate, markdown_table
 
     def row(method, seed, forget_auc, mia, success, base):
         return {"method": method, "seed": seed, "forget_auc": forget_auc, "mia_auc": mia,
@@ -183,7 +183,7 @@ def test_canary_closure_is_on_the_lift_and_forgetting_past_retrain_is_flagged():
                  # "No." to everything: success 1 but lift 0, as a never-trained model gives
                  row("says-no", seed, 0.56, 0.45, 1.0, 1.0),
                  row("flip", seed, 0.45, 0.30, 0.0, 0.0)]       # past Retrain on two
-        _add_gap_closed(group)
+        add_gap_closed(group)
         rows += group
     by = {r["method"]: r for r in rows if r["seed"] == 1}
     assert by["says-no"]["gap_closed_canary"] == pytest.approx((0.8 - 0.0) / (0.8 - 0.1))

@@ -50,3 +50,29 @@ def test_unlearn_vs_retrain_ends_with_the_two_request_ratios(prepared_dir, tmp_p
     assert len({r["user_id"] for r in read_split(one_user, "forget")}) == 1
     assert len(read_split(one_user, "forget")) + len(read_split(one_user, "retain")) == len(
         read_split(prepared_dir, "train"))
+
+
+@pytest.mark.slow
+def test_the_frontier_names_each_methods_cheapest_landing_or_none(prepared_dir, tmp_path,
+                                                                   capsys):
+    import re
+
+    from e2urec.training.finetune import train_split
+    from tests.helpers import quick_train, tiny_backbone
+
+    original = tmp_path / "original"
+    train_split(prepared_dir, "train", tiny_backbone(), quick_train(epochs=2), original)
+    frontier = load_benchmark("forgetting_frontier")
+    frontier.main(["--data", str(prepared_dir), "--original", str(original), "--methods",
+                   "neggrad,npo", "--lr-scales", "0.05,1", "--epochs", "1",
+                   "--workdir", str(tmp_path / "work")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = lines[-2:]
+    assert [line.split(":")[0] for line in last] == ["neggrad", "npo"]
+    pattern = (r"(cheapest inside 0\.7-1\.3: lr_scale [\d.]+, \d+ steps, [\d.]+x Retrain's "
+               r"rows, [\d.]+x its seconds|none inside 0\.7-1\.3 on all three with test AUC "
+               r"within 0\.01)")
+    assert all(re.fullmatch(pattern, line.split(": ", 1)[1]) for line in last), last
+    rows = [line.split() for line in lines if line.startswith(("neggrad ", "npo "))]
+    assert len(rows) == 4  # two lrs each
+    assert (tmp_path / "work" / "forgetting_frontier.png").stat().st_size > 10_000

@@ -203,7 +203,7 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
                                                                  reference_preds, f))
         rows.append({**_row(name, metrics, record), "seed": study.data.seed})
     _add_ks(rows)
-    _add_gap_closed(rows)
+    add_gap_closed(rows)
     for row in rows:
         if row["method"] in REFERENCE_MODELS and row["test_p_yes_std"] < MIN_SPREAD:
             row["warning"] = (f"{row['method']} is near-constant on test (std of P(yes) "
@@ -310,7 +310,7 @@ def _lift(canary: dict[str, float] | None) -> float | None:
     return canary["success"] - canary["base_rate"] if canary else None
 
 
-def _add_gap_closed(rows: list[dict[str, Any]]) -> None:
+def add_gap_closed(rows: list[dict[str, Any]]) -> None:
     """The share of the Original-to-Retrain gap each approximate method closed (1: Retrain).
 
     Also ``gap_closed_mean`` (the headline closures' mean; 0 for the Original, 1 for
