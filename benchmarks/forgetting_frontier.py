@@ -32,7 +32,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import print_table  # noqa: E402
 
-from e2urec.bench.study import CLOSURE_BAND, GAP_KEYS, add_gap_closed  # noqa: E402
+from e2urec.bench.study import (  # noqa: E402
+    CLOSURE_BAND,
+    GAP_KEYS,
+    add_gap_closed,
+    canary_lift,
+)
 from e2urec.checkpoints.folders import read_meta  # noqa: E402
 from e2urec.checkpoints.scorers import load_scorer  # noqa: E402
 from e2urec.config import BackboneConfig, TrainConfig, from_dict  # noqa: E402
@@ -60,10 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 def score(model: Path, data: Path, max_samples: int) -> dict[str, Any]:
     metrics, _ = evaluate(load_scorer(model), data, splits=("test", "forget"),
                           max_samples=max_samples, ranking_positives=0)
-    canary = metrics.get("canary")
     return {"test_auc": metrics["test"]["auc"], "forget_auc": metrics["forget"]["auc"],
-            "mia_auc": metrics.get("mia_auc"),
-            "canary_lift": canary["success"] - canary["base_rate"] if canary else None}
+            "mia_auc": metrics.get("mia_auc"), "canary_lift": canary_lift(metrics.get("canary"))}
 
 
 def rows_passed(record: dict[str, Any]) -> int:

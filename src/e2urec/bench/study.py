@@ -283,7 +283,7 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
         "mia_nonmembers": metrics.get("mia_nonmembers"),
         "canary_success": metrics.get("canary", {}).get("success"),
         "canary_base_rate": metrics.get("canary", {}).get("base_rate"),
-        "canary_lift": _lift(metrics.get("canary")),
+        "canary_lift": canary_lift(metrics.get("canary")),
         "test_p_yes_std": metrics["test_p_yes_std"],
         "unlearn_seconds": unlearn if unlearn is not None else float("nan"),
         "train_seconds": record.get("train_seconds"),
@@ -306,7 +306,8 @@ EXTRA_GAP_KEYS = {"canary_success": "gap_closed_canary_success"}  # the earlier 
 CLOSURE_BAND = (0.7, 1.3)  # where a method lands close to Retrain; above it, it forgot past
 
 
-def _lift(canary: dict[str, float] | None) -> float | None:
+def canary_lift(canary: dict[str, float] | None) -> float | None:
+    """The trigger's lift: success minus the same model's rate without it."""
     return canary["success"] - canary["base_rate"] if canary else None
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -41,13 +40,13 @@ from e2urec.data.samples import (
 )
 from e2urec.deploy.ledger import Version, now
 from e2urec.deploy.store import (
-    STORE_FILE,
     Store,
     check_request_id,
     copy_data,
     data_users,
     delete_inside,
     leftovers,
+    read_info,
     status,
     without_users,
 )
@@ -274,7 +273,6 @@ def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) ->
     if delete_inside(store.root, store.work_dir(rid)):
         purged.append(f"work/{rid} (request data, augmented model, teacher caches, "
                       "unlearned adapter)")
-    purged += _remove_leftovers(store, {"purged": []})  # the data copy's own, if killed
     outside = outside_holders(store)
     data_hash = folder_sha256(store.data_dir)
     with ledger.transaction() as db:
@@ -296,7 +294,7 @@ def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) ->
 def outside_holders(store: Store) -> list[str]:
     """What lies outside the store and held the users when it was made: the store cannot
     delete it (not its own), so it names it."""
-    info = json.loads((store.root / STORE_FILE).read_text())
+    info = read_info(store.root)
     sources = info.get("sources") or [{"original": info.get("original"),
                                        "data": info.get("data")}]
     places = []

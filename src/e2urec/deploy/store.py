@@ -167,13 +167,13 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
     check_output(root, STORE_FILE, overwrite, flag="--store")
     old = _old_ledger(Path(root), overwrite)
     forgotten = old.forgotten() if old else {}
-    if readmitted := sorted(data_users(Path(data_dir)) & set(forgotten)):
+    if forgotten and (readmitted := sorted(data_users(Path(data_dir)) & set(forgotten))):
         old.close()
         raise StoreError(f"{data_dir} holds user(s) {readmitted[:10]} that {root} forgot "
                          f"(request {forgotten[readmitted[0]]}); prepare the data without "
                          "them, train the Original on it, and deploy that")
     first = f"v{len(old.versions()):04d}" if old else FIRST_VERSION
-    sources = [*(_read_info(Path(root)).get("sources", []) if old else []),
+    sources = [*(read_info(Path(root)).get("sources", []) if old else []),
                {"original": str(Path(original).resolve()), "data": str(Path(data_dir).resolve()),
                 "at": now()}]
     model = load_model(original, merged=True)
@@ -219,7 +219,8 @@ def _old_ledger(root: Path, overwrite: bool) -> Ledger | None:
                          "replaced, since its forgotten users would be lost") from None
 
 
-def _read_info(root: Path) -> dict[str, Any]:
+def read_info(root: Path) -> dict[str, Any]:
+    """The store's ``store.json`` ({} when it cannot be read)."""
     try:
         info = json.loads((root / STORE_FILE).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):

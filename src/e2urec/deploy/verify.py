@@ -106,8 +106,11 @@ def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict
     out["mia_auc"] = membership_auc(forget.loss, audit.loss)
     rng = np.random.default_rng(verification.seed)
     audit_by_user = _by_user(audit_rows, audit.loss)
+    bands: dict[int, tuple[float, float]] = {}  # users with as many rows share one band
     for user, losses in _by_user(forget_rows, forget.loss).items():
-        mean, sd = null_band(audit_by_user, len(losses), verification.draws, rng)
+        if len(losses) not in bands:
+            bands[len(losses)] = null_band(audit_by_user, len(losses), verification.draws, rng)
+        mean, sd = bands[len(losses)]
         out["users"][user] = {"rows": len(losses), "mia_auc": membership_auc(losses, audit.loss),
                               "null_mean": mean, "null_sd": sd}
     canary = canary_lifts(scorer, data_dir, verification)
