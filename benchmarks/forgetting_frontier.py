@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-scales", default="0.05,0.3,1",
                         help="learning rates as multiples of the Original's")
     parser.add_argument("--epochs", default="1,2", help="step budgets, epochs of forget")
+    parser.add_argument("--stop", choices=("membership", "none"), default="membership",
+                        help="the shared stop rule inside each budget, or none (the budget "
+                        "runs out)")
     parser.add_argument("--max-samples", type=int, default=400,
                         help="rows scored of each split but test and forget")
     parser.add_argument("--workdir", default="runs/benchmarks/frontier")
@@ -101,11 +104,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for epochs in [float(e) for e in args.epochs.split(",")]:
                 out = work / f"{method}-lr{scale:g}-ep{epochs:g}"
                 options = {"schedule": {"lr_scale": scale, "epochs": epochs,
-                                        "forget_only_epochs": 0}}
+                                        "forget_only_epochs": 0},
+                           "stop": {"kind": args.stop}}
                 record = run_method(method, data, original, backbone, train, options, out,
                                     overwrite=True)
                 points.append({"method": method, "lr_scale": scale, "epochs": epochs,
                                "steps": record["history"]["total_steps"],
+                               "kept": record["history"].get("kept_step", "-"),
                                "rows_x": rows_passed(record) / retrain_rows,
                                "seconds_x": record["unlearn_seconds"]
                                / retrain["unlearn_seconds"],
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def report(points: list[dict[str, Any]], out: Path) -> None:
     fmt = {float: lambda v: "-" if math.isnan(v) else f"{v:.3f}"}
-    keys = ["method", "lr_scale", "epochs", "steps", "rows_x", "seconds_x", "test_auc",
+    keys = ["method", "lr_scale", "epochs", "steps", "kept", "rows_x", "seconds_x", "test_auc",
             *GAP_KEYS.values(), "over_forgot"]
     table = [[fmt.get(type(p.get(k)), str)(p.get(k)) if p.get(k) is not None else "-"
               for k in keys] for p in points]

@@ -285,7 +285,7 @@ def test_an_e2urec_adapter_loads_with_plain_peft_from_another_directory(
     monkeypatch.chdir(work)  # the run names the Original by a relative path
     assert main(["unlearn", "--method", "e2urec", "--data", str(prepared_dir), "--original",
                  "original", "--option", "schedule.epochs=1", "--option", "augment_epochs=1",
-                 "--option", "stop_rule=none", "--option", "calibrate_alpha=false",
+                 "--option", "stop.kind=none", "--option", "calibrate_alpha=false",
                  "--out", "adapter"]) == 0
     config = json.loads((work / "adapter" / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]).is_absolute()

@@ -102,17 +102,21 @@ def test_a_misplaced_option_points_at_its_block():
 
 def test_a_partial_nested_block_keeps_the_methods_own_defaults():
     from e2urec.methods.base import parse_options
+    from e2urec.methods.neggrad import NegGradOptions
+    from e2urec.training.unlearn_loop import Schedule
 
-    options = parse_options("neggrad", {"schedule": {"lr": 1e-3}})
-    assert (options.schedule.lr, options.schedule.epochs) == (1e-3, 1)
-    assert options.schedule.forget_only_epochs == 0  # NegGrad's, not Schedule's default 1
+    own = NegGradOptions().schedule.lr_scale
+    assert own != Schedule().lr_scale  # else this test could not tell the two apart
+    options = parse_options("neggrad", {"schedule": {"lr": 1e-3}, "stop": {"check_every": 2}})
+    assert (options.schedule.lr, options.schedule.lr_scale) == (1e-3, own)
+    assert (options.stop.check_every, options.stop.kind) == (2, "membership")
 
 
 def test_the_paper_preset_is_the_reference_budget_and_options_override_it():
     from e2urec.methods.base import parse_options
 
     paper = parse_options("e2urec", {"preset": "paper", "alpha": 3})
-    assert paper.alpha == 3 and paper.stop_rule == "none"
+    assert paper.alpha == 3 and paper.stop.kind == "none"
     assert paper.schedule.max_grad_norm is None and paper.augment_weight_decay == 0.01
     assert round(paper.schedule.epochs * 812) == 1000 and round(paper.augment_epochs * 812) == 1200
     assert round(parse_options("neggrad", {"preset": "paper"}).schedule.epochs * 812) == 3000
@@ -125,8 +129,8 @@ def test_a_calibrated_alpha_without_its_probe_is_refused_in_one_line():
 
     assert parse_options("e2urec", {}).calibrate_alpha is True
     assert parse_options("e2urec", {"preset": "paper"}).calibrate_alpha is False
-    for options in ({"stop_rule": "none"}, {"teacher_scope": "vocab"}):
+    for options in ({"stop": {"kind": "none"}}, {"teacher_scope": "vocab"}):
         with pytest.raises(ConfigError, match="calibrate_alpha needs teacher_scope: answer "
-                                              "and stop_rule: membership"):
+                                              "and stop kind membership"):
             parse_options("e2urec", options)
-    assert parse_options("e2urec", {"stop_rule": "none", "calibrate_alpha": False}).alpha == 32
+    assert parse_options("e2urec", {"stop": {"kind": "none"}, "calibrate_alpha": False}).alpha == 32

@@ -46,14 +46,15 @@ def test_retrain_trains_on_retain_only(unlearn, prepared_dir):
 
 
 def test_neggrad_raises_the_forget_loss(unlearn, prepared_dir, original_dir):
-    record, out = unlearn("neggrad", {"weight": 1.0, "schedule": {"lr": 1e-3, "epochs": 2}})
+    record, out = unlearn("neggrad", {"weight": 1.0, "schedule": {"lr": 1e-3, "epochs": 2},
+                                          "stop": {"kind": "none"}})
     assert forget_ce(out, prepared_dir) > forget_ce(original_dir, prepared_dir)
     assert record["trainable_params"] == record["total_params"]
 
 
 @pytest.mark.parametrize("method,options", [
-    ("graddiff", {"schedule": {"lr": 1e-3, "epochs": 2}}),
-    ("npo", {"beta": 0.1, "schedule": {"lr": 1e-3, "epochs": 2}}),
+    ("graddiff", {"schedule": {"lr": 1e-3, "epochs": 2}, "stop": {"kind": "none"}}),
+    ("npo", {"beta": 0.1, "schedule": {"lr": 1e-3, "epochs": 2}, "stop": {"kind": "none"}}),
 ])
 def test_graddiff_and_npo_raise_the_forget_loss(method, options, unlearn, prepared_dir,
                                                 original_dir):
@@ -83,7 +84,8 @@ def test_npo_loss_is_bounded_and_fades_once_a_sample_falls_below_the_reference()
 def test_bad_teachers_lower_forget_accuracy(method, unlearn, prepared_dir, original_dir):
     # Bad-Teacher distils only the incompetent teacher's Yes/No split (see its docs).
     extra = {"teacher_scope": "answer"} if method == "bad-teacher" else {}
-    _, out = unlearn(method, {"schedule": {"lr": 1e-3, "epochs": 2}, **extra})
+    _, out = unlearn(method, {"schedule": {"lr": 1e-3, "epochs": 2}, "stop": {"kind": "none"},
+                              **extra})
     before = predict(load_scorer(original_dir), read_split(prepared_dir, "forget"))
     after = predict(load_scorer(out), read_split(prepared_dir, "forget"))
     assert after.p_true.mean() < before.p_true.mean()
@@ -209,9 +211,9 @@ def lora_original(tmp_path_factory, prepared_dir):
 
 @pytest.mark.parametrize("method,options", [
     ("e2urec", {"schedule": {"epochs": 1}, "augment_epochs": 1, "augment_lora": True,
-                "stop_rule": "none", "calibrate_alpha": False}),
-    ("neggrad", {"schedule": {"epochs": 1}}),
-    ("bad-teacher", {"schedule": {"epochs": 1}}),
+                "stop": {"kind": "none"}, "calibrate_alpha": False}),
+    ("neggrad", {"schedule": {"epochs": 1}, "stop": {"kind": "none"}}),
+    ("bad-teacher", {"schedule": {"epochs": 1}, "stop": {"kind": "none"}}),
 ])
 def test_methods_run_on_a_lora_original(method, options, lora_original, prepared_dir, tmp_path):
     from e2urec.methods import run_method
@@ -247,8 +249,69 @@ def test_an_unlearning_lr_is_a_multiple_of_the_originals_unless_given_absolutely
     from e2urec.checkpoints.folders import read_meta
 
     trained_at = read_meta(original_dir)["train_record"]["train"]["lr"]
-    record, _ = unlearn("neggrad", {"schedule": {"lr_scale": 0.5, "epochs": 1}})
+    record, _ = unlearn("neggrad", {"schedule": {"lr_scale": 0.5, "epochs": 1},
+                                    "stop": {"kind": "none"}})
     assert record["options"]["schedule"]["lr"] == pytest.approx(0.5 * trained_at)
     assert record["lr_base"] == {"lr": trained_at, "from": "the Original's training record"}
     record, _ = unlearn("neggrad", {"preset": "paper", "schedule": {"epochs": 1}})
     assert record["options"]["schedule"]["lr"] == 5e-5  # the reference's T5-base value
+
+
+@pytest.fixture(scope="module")
+def receraser_initial(tmp_path_factory, one_user_forgotten):
+    """A user-sharded ensemble trained before any request (RecEraser's initial/)."""
+    _, out = run_shards("receraser", one_user_forgotten,
+                        tmp_path_factory.mktemp("receraser") / "out",
+                        {"aggregator_hidden": 4, "aggregator_epochs": 1})
+    return out / "initial"
+
+
+def test_the_shards_teacher_never_asks_the_shard_that_held_the_rows_user(
+        receraser_initial, one_user_forgotten):
+    from e2urec.checkpoints.folders import load_model
+    from e2urec.training.shards import shard_assignment
+    from e2urec.training.teachers import held_out_shards
+
+    members = [load_model(receraser_initial / m)
+               for m in read_meta(receraser_initial)["members"]]
+    rows = read_split(one_user_forgotten, "forget")[:4]
+    _, assign = shard_assignment(one_user_forgotten, "user_balanced")
+    holder = assign(rows[0])
+    encoder = members[0].encoder()
+    batch = encoder.collate(encoder.encode(rows))
+    teacher = held_out_shards([m.model.eval() for m in members],
+                              torch.tensor([assign(r) for r in rows]))
+    before = teacher(batch)
+    with torch.no_grad():  # the holder's answer must not matter ...
+        for param in members[holder].model.parameters():
+            param.add_(1.0)
+    torch.testing.assert_close(teacher(batch), before)
+    with torch.no_grad():  # ... any other member's does
+        for param in members[(holder + 1) % len(members)].model.parameters():
+            param.add_(1.0)
+    assert not torch.allclose(teacher(batch), before)
+
+
+def test_e2urec_distils_from_the_shards_and_refuses_a_folder_that_is_not_user_sharded(
+        receraser_initial, one_user_forgotten, tmp_path):
+    from e2urec.config import ConfigError
+    from e2urec.methods import run_method
+    from e2urec.training.finetune import train_split
+    from tests.helpers import quick_train, tiny_backbone
+
+    original = tmp_path / "original"
+    train_split(one_user_forgotten, "train", tiny_backbone(), quick_train(), original)
+    options = {"forget_teacher": "shards", "shards": str(receraser_initial),
+               "schedule": {"epochs": 1, "lr": 3e-3}, "stop": {"kind": "none"},
+               "lora": {"r": 4, "alpha": 8}}
+    record = run_method("e2urec", one_user_forgotten, original, tiny_backbone(),
+                        quick_train(), options, tmp_path / "out")
+    assert record["teacher"]["kind"] == "shards" and record["teacher"]["members"] == 8
+    assert record["augment"] == {"source": "not needed"}
+    assert record["teacher_forwards"]["forget"] == len(read_split(one_user_forgotten, "forget"))
+    sisa_like = tmp_path / "not-user-sharded"
+    sisa_like.mkdir()
+    with pytest.raises(ConfigError, match="is not a user-sharded ensemble"):
+        run_method("e2urec", one_user_forgotten, original, tiny_backbone(), quick_train(),
+                   {**options, "shards": str(sisa_like)}, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

@@ -13,9 +13,9 @@ from e2urec.training.losses import forgetting_teacher
 from tests.methods.conftest import family_name
 
 FAST = {"schedule": {"epochs": 2, "forget_only_epochs": 1}, "augment_epochs": 2,
-        "stop_rule": "none", "calibrate_alpha": False, "evals_per_epoch": 1, "probe_size": 32,
+        "stop": {"kind": "none", "probe_size": 32}, "calibrate_alpha": False,
         "lora": {"r": 4, "alpha": 8}}
-STOP_REASONS = ("schedule", "membership gap closed", "probe AUC", "no membership gap")
+STOP = {"kind": "membership", "probe_size": 32, "check_every": 2}
 
 
 def fast(**schedule) -> dict:
@@ -81,18 +81,6 @@ def test_teacher_logits_are_computed_once_per_sample(unlearn, prepared_dir):
     assert record["teacher_forwards"]["retain"] == min(drawn, n_retain) > 0
 
 
-def test_stop_rule_logs_a_trajectory_and_says_why_it_stopped(unlearn):
-    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "evals_per_epoch": 2})
-    history = record["history"]
-    assert history["evaluations"][0]["step"] == 0
-    assert all({"forget_loss", "holdout_loss", "gap_se", "probe_auc"} <= set(e)
-               for e in history["evaluations"])
-    assert history["stopped"].startswith(STOP_REASONS)
-    # One check before the first step, then two an epoch until it stopped.
-    last_epoch = history["steps"][-1]["epoch"] if history["steps"] else 0
-    assert 1 <= len(history["evaluations"]) <= 1 + 2 * (last_epoch + 1)
-
-
 @pytest.mark.slow
 def test_e2urec_moves_the_forget_set_towards_the_retrained_model(
         unlearn, prepared_dir, original_dir):
@@ -113,41 +101,9 @@ def test_e2urec_moves_the_forget_set_towards_the_retrained_model(
     assert np.isfinite(after["forget"]["logloss"])
 
 
-def test_without_a_membership_gap_at_the_start_no_step_is_taken(unlearn, prepared_dir,
-                                                                  original_dir):
-    # A tolerance this wide counts the gap as closed before the first step.
-    record, out = unlearn("e2urec", {**FAST, "stop_rule": "membership", "noise_z": 1000.0})
-    history = record["history"]
-    assert history["total_steps"] == 0 and history["steps"] == []
-    assert history["stopped"].startswith("no membership gap at the start")
-    assert len(history["evaluations"]) == 1
-    # Nothing to unlearn: the augmented model is not trained, no teacher runs.
-    assert record["augment"] == {"source": "not needed"}
-    assert record["teacher_forwards"] == {"forget": 0, "retain": 0}
-    rows = read_split(prepared_dir, "forget")
-    np.testing.assert_allclose(predict(load_scorer(out), rows).p_yes,
-                               predict(load_scorer(original_dir), rows).p_yes, atol=1e-5)
-
-
-def test_no_unlearning_decision_reads_valid_test_or_audit_rows(unlearn, prepared_dir, tmp_path):
-    # Every row E2URec may not read is made unreadable: a read would fail the run.
-    import shutil
-
-    blind = tmp_path / "blind"
-    shutil.copytree(prepared_dir, blind)
-    for split in ("valid", "test", "audit", "canary"):
-        (blind / f"{split}.jsonl").write_text("this line is not JSON\n")
-    # The default strength is calibrated on the probe users: that reads no such row either.
-    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "calibrate_alpha": True,
-                                   "evals_per_epoch": 2, "noise_z": 0.0}, data_dir=blind)
-    assert len(record["history"]["evaluations"]) >= 1
-    assert record["teacher"]["calibrated"] is True
-
-
 def test_the_calibrated_teacher_is_as_unsure_of_the_forget_set_as_of_unseen_users(unlearn):
-    # noise_z 0: any gap counts, so the run reaches the teacher whatever the tiny data.
-    record, _ = unlearn("e2urec", {**FAST, "stop_rule": "membership", "calibrate_alpha": True,
-                                   "alpha": 64.0, "noise_z": 0.0})
+    record, _ = unlearn("e2urec", {**FAST, "stop": STOP, "calibrate_alpha": True,
+                                   "alpha": 64.0})
     teacher, start = record["teacher"], record["history"]["evaluations"][0]
     assert teacher["scope"] == "answer" and teacher["calibrated"] is True
     # Its target is the probe users' loss at the first check, nothing else.
@@ -156,11 +112,10 @@ def test_the_calibrated_teacher_is_as_unsure_of_the_forget_set_as_of_unseen_user
     assert 0 < teacher["alpha"] <= 64.0
     # The smallest strength that reaches the target, or the most allowed.
     assert teacher["teacher_loss"] >= teacher["target_loss"] or teacher["alpha"] == 64.0
-    assert sum(teacher["samples_pushed"].values()) == pytest.approx(1.0)
 
 
 def test_two_seeded_runs_give_byte_identical_adapters_and_decisions(unlearn, tmp_path):
-    options = {**FAST, "stop_rule": "membership", "calibrate_alpha": True, "evals_per_epoch": 2}
+    options = {**FAST, "stop": STOP, "calibrate_alpha": True}
     first, out_a = unlearn("e2urec", options)
     second, out_b = unlearn("e2urec", options, out=tmp_path / "again")
     assert digest(out_a)["adapter_model.safetensors"] == \
@@ -169,3 +124,13 @@ def test_two_seeded_runs_give_byte_identical_adapters_and_decisions(unlearn, tmp
     assert first["history"]["evaluations"] == second["history"]["evaluations"]
     phases = first["phases"]
     assert set(phases) >= {"first check"} and all(v >= 0 for v in phases.values())
+
+
+def test_a_full_student_trains_every_weight_and_saves_a_plain_model(unlearn, prepared_dir,
+                                                                     original_dir):
+    record, out = unlearn("e2urec", {**fast(lr=3e-3), "student": "full"})
+    assert read_meta(out)["kind"] == "model"
+    assert record["trainable_params"] == record["total_params"]
+    rows = read_split(prepared_dir, "forget")
+    assert np.abs(predict(load_scorer(out), rows).p_yes
+                  - predict(load_scorer(original_dir), rows).p_yes).max() > 1e-3

@@ -13,8 +13,8 @@ from e2urec.evaluation.evaluate import evaluate
 from e2urec.methods import run_method
 from tests.helpers import quick_train, tiny_backbone
 
-OPTIONS = {"schedule": {"epochs": 2}, "augment_epochs": 1, "stop_rule": "none",
-           "calibrate_alpha": False, "evals_per_epoch": 0, "lora": {"r": 4, "alpha": 8}}
+OPTIONS = {"schedule": {"epochs": 2}, "augment_epochs": 1, "stop": {"kind": "none"},
+           "calibrate_alpha": False, "lora": {"r": 4, "alpha": 8}}
 TOLERANCE = 0.05  # AUC and distance: two processes see the same samples, summed differently
 
 
@@ -34,8 +34,8 @@ def test_two_processes_complete_and_match_one(prepared_dir, tmp_path):
     train_split(prepared_dir, "train", tiny_backbone(), quick_train(), original)
     sets = [f"--set=backbone.{k}={v}" for k, v in vars(tiny_backbone()).items()
             if k.startswith("tiny_")]
-    options = ["--option=schedule.epochs=2", "--option=augment_epochs=1", "--option=stop_rule=none",
-               "--option=calibrate_alpha=false", "--option=evals_per_epoch=0",
+    options = ["--option=schedule.epochs=2", "--option=augment_epochs=1", "--option=stop.kind=none",
+               "--option=calibrate_alpha=false",
                "--option=lora.r=4", "--option=lora.alpha=8", "--option=schedule.batch_size=8"]
     two = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

@@ -28,19 +28,3 @@ def test_early_stopping_restores_the_best_epoch(prepared_dir):
     restored = mean_answer_loss(backbone.model, valid_data, torch.device("cpu"),
                                 config.answer_loss)
     assert restored == pytest.approx(min(losses), abs=1e-5)
-
-
-def test_the_probe_auc_guard_allows_the_aucs_own_noise_and_no_less_than_the_tolerance():
-    import numpy as np
-
-    from e2urec.training.unlearn_loop import StopRule, auc_floor, auc_standard_error
-
-    labels = np.array([1] * 100 + [0] * 100)
-    # Hanley and McNeil at AUC 0.5 with 100 + 100: (0.25 + 2 * 99 / 12) / 10^4.
-    assert auc_standard_error(0.5, labels) == pytest.approx((0.25 + 16.5) ** 0.5 / 100)
-    assert auc_standard_error(0.9, labels) < auc_standard_error(0.7, labels)
-    assert np.isnan(auc_standard_error(0.7, np.ones(10)))
-    start = {"probe_auc": 0.7, "probe_auc_se": 0.04}
-    assert auc_floor(start, StopRule(noise_z=2, auc_tolerance=0.01)) == pytest.approx(0.62)
-    assert auc_floor(start, StopRule(noise_z=2, auc_tolerance=0.1)) == pytest.approx(0.6)
-    assert auc_floor({"probe_auc": 0.7}, StopRule(auc_tolerance=0.01)) == pytest.approx(0.69)

@@ -16,19 +16,18 @@ from e2urec.config import option
 from e2urec.methods.base import FullCopyUnlearner, Unlearned, register
 from e2urec.training.losses import answer_scoped_teacher, soft_ce
 from e2urec.training.teachers import TeacherCache, frozen
-from e2urec.training.unlearn_loop import LossFn, Schedule
+from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 
 
 @dataclass
-class BadTeacherOptions:
+class BadTeacherOptions(SteppingOptions):
     teacher_scope: Literal["vocab", "answer"] = option(
         "vocab", help="vocab: the whole distribution from the bad teacher; answer: only the "
         "Yes/No split, the rest from the Original")
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.1, epochs=1,
-                                                         forget_only_epochs=0))
+                                factory=lambda: Schedule(lr_scale=0.1))
 
 
 def incompetent_like(model: torch.nn.Module, family: str, seed: int) -> torch.nn.Module:

@@ -10,15 +10,14 @@ from e2urec.config import option
 from e2urec.data.prompts import NO_ANSWER, YES_ANSWER
 from e2urec.methods.base import FullCopyUnlearner, register
 from e2urec.training.losses import label_loss
-from e2urec.training.unlearn_loop import LossFn, Schedule
+from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 
 
 @dataclass
-class BadTeacherLabelsOptions:
+class BadTeacherLabelsOptions(SteppingOptions):
     weight: float = option(1.0, help="weight of the flipped-label loss on forget")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
-                                                         forget_only_epochs=0))
+                                factory=lambda: Schedule(lr_scale=0.05))
 
 
 def flipped(rows: list[dict]) -> list[dict]:
@@ -34,7 +33,8 @@ class BadTeacherLabels(FullCopyUnlearner):
     # The reference code's budget (T5-base, ML-1M: 812 forget steps an epoch), in epochs of the
     # forget set; see docs/deviations.md.
     presets = {"paper": {"weight": 0.2, "schedule": {
-        "lr": 5e-5, "batch_size": 16, "epochs": 2400 / 812, "max_grad_norm": None}}}
+        "lr": 5e-5, "batch_size": 16, "epochs": 2400 / 812, "max_grad_norm": None},
+        "stop": {"kind": "none"}}}
 
     def forget_rows(self) -> list[dict[str, Any]]:
         return flipped(self.ctx.rows("forget"))

@@ -59,6 +59,7 @@ from e2urec.training.shards import (
     initial_ensemble,
     retrain_affected,
 )
+from e2urec.training.stop_rule import make_probe
 from e2urec.training.unlearn_loop import LossFn, run_unlearning
 
 RECORD_FILE = "unlearn_record.json"
@@ -166,14 +167,19 @@ class FullCopyUnlearner(Unlearner):
         """The loss over a forget batch and a retain batch (None in forget-only epochs)."""
 
     def unlearn(self, original: Backbone | None) -> Unlearned:
-        student, schedule = original, self.options.schedule
+        student, schedule, stop = original, self.options.schedule, self.options.stop
         for param in student.model.parameters():
             param.requires_grad_(True)
         retain = self.ctx.rows("retain")
+        # The stop rule reads the true forget rows (not a method's relabelled copy) and the
+        # probe users' rows, never valid, test, audit or canary rows.
+        probe = None if stop.kind == "none" else make_probe(
+            student, self.ctx.rows("forget"), self.ctx.rows("probe"), stop.probe_size,
+            schedule.seed)
         history = run_unlearning(
             student, loader(student, self.forget_rows(), schedule.batch_size, True, schedule.seed),
             loader(student, retain, schedule.batch_size, True, schedule.seed),
-            self.loss(student), schedule, self.ctx.accelerator, desc=self.name)
+            self.loss(student), schedule, self.ctx.accelerator, stop, probe, desc=self.name)
         return Unlearned(student, record={"history": history})
 
 

@@ -1,13 +1,14 @@
-"""E2URec: LoRA adapters distilled from a forgetting and a remembering teacher.
+"""E2URec: a student distilled from a forgetting and a remembering teacher.
 
-Student: the Original plus LoRA adapters; only the adapters train.
+Student: the Original plus LoRA adapters, only the adapters training (the
+paper's; ``student: full`` trains every weight of a copy instead).
 Forgetting teacher (forget samples): z_orig - alpha * relu(z_aug - z_orig), where
 z_aug comes from the Original fine-tuned further on the forget set. By default
 only its Yes/No split is used (``teacher_scope: answer``) and alpha is set per
 request (``calibrate_alpha``) so that the teacher is as unsure about the forget
 samples as the Original is about users it never saw (the probe users).
-Remembering teacher (retain samples): the Original, which is the student's
-own base with its adapters disabled, so no second copy is held.
+Remembering teacher (retain samples): the Original, which for a LoRA student
+is its own base with its adapters disabled, so no second copy is held.
 Loss: beta * L_forget + (1 - beta) * (L_remember + CE(retain)), soft-target
 cross-entropy over the whole vocabulary at the answer positions.
 """
@@ -21,18 +22,20 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
-from e2urec.checkpoints.folders import load_model
+from e2urec.checkpoints.folders import META_FILE, load_model, read_meta
 from e2urec.config import ConfigError, LoraConfig, TrainConfig, option
 from e2urec.methods.base import Unlearned, Unlearner, register
 from e2urec.training.loop import add_lora, fit, loader
 from e2urec.training.losses import (
     answer_ce,
+    answer_scoped_teacher,
     calibrate_alpha,
     decision_log_odds,
     decision_loss,
@@ -41,14 +44,18 @@ from e2urec.training.losses import (
     push_shares,
     soft_ce,
 )
-from e2urec.training.teachers import DecisionShiftTeacher, TeacherCache
+from e2urec.training.shards import shard_assignment
+from e2urec.training.stop_rule import Probe, StopRule, make_probe, nothing_to_unlearn
+from e2urec.training.teachers import (
+    DecisionShiftTeacher,
+    TeacherCache,
+    TeacherFn,
+    frozen,
+    held_out_shards,
+)
 from e2urec.training.unlearn_loop import (
-    Probe,
     Schedule,
-    StopRule,
-    make_probe,
     measure_before_unlearning,
-    nothing_to_unlearn,
     run_unlearning,
     stopped_before_start,
 )
@@ -65,10 +72,16 @@ class E2URecOptions:
     calibrate_alpha: bool = option(
         True, help="choose alpha per request: the smallest alpha whose teacher's mean Yes/No "
         "loss on the forget samples reaches the probe users' loss at the first check "
-        "(needs teacher_scope answer and the membership stop rule)")
+        "(needs teacher_scope answer and the membership stop rule; the augmented teacher "
+        "only)")
     beta: float = option(0.7, help="weight of the forget loss against remember + CE on retain "
                          "(paper: 0.4)")
-    lora: LoraConfig = option(help="the student's adapters (paper: r 16, alpha 32, q and v)",
+    student: Literal["lora", "full"] = option(
+        "lora", help="what trains: LoRA adapters on the Original (lora; targets up to "
+        "all-linear) or every weight of a copy (full; the remembering teacher is then a frozen "
+        "copy of the Original)")
+    lora: LoraConfig = option(help="the student's adapters (paper: r 16, alpha 32, q and v; "
+                              "targets: [all-linear] adapts every linear layer)",
                               factory=LoraConfig)
     schedule: Schedule = option(help="lr, batch size, epochs, forget-only epochs, clipping, "
                                 "seed", factory=lambda: Schedule(epochs=2, forget_only_epochs=0))
@@ -77,6 +90,13 @@ class E2URecOptions:
     teacher_scope: Literal["vocab", "answer"] = option(
         "answer", help="answer: only the teacher's Yes/No split, the rest of the vocabulary "
         "from the Original; vocab: the teacher's whole distribution (paper)")
+    forget_teacher: Literal["augmented", "shards"] = option(
+        "augmented", help="augmented: the paper's z_orig - alpha * relu(z_aug - z_orig); "
+        "shards: for each forget row, the user-sharded models (option shards) that never held "
+        "its user, a non-member's answer rather than the Original's ranking pushed down")
+    shards: str | None = option(None, help="the folder of a user-sharded ensemble trained "
+                                "before the request (a receraser run's initial/), for "
+                                "forget_teacher: shards")
     augmented: str | None = option(None, help="a model folder to use as the augmented model "
                                    "(else trained here on the forget set)")
     augment_epochs: float = option(1, help="epochs of the augmented model on the forget set "
@@ -84,23 +104,19 @@ class E2URecOptions:
     augment_lr: float = option(1e-3, help="learning rate of the augmented model")
     augment_weight_decay: float = option(0.0, help="AdamW weight decay of the augmented model")
     augment_lora: bool = option(False, help="train the augmented model as LoRA adapters")
-    stop_rule: Literal["membership", "none"] = option(
-        "membership", help="membership: stop when forget loss reaches the probe users' loss; "
-        "none: the paper's fixed schedule, no probe at all")
-    noise_z: float = option(2.0, help="the gap counts as closed within this many standard "
-                            "errors of the forget-vs-probe loss difference; the probe AUC "
-                            "guard allows as many standard errors of its AUC")
-    auc_tolerance: float = option(0.01, help="restore and stop if probe AUC falls more than "
-                                  "this (or its noise, if larger) below its start")
-    probe_size: int = option(192, help="samples of each probe set the stop rule scores")
-    evals_per_epoch: int = option(1, help="stop-rule checks per epoch")
+    stop: StopRule = option(help="when the steps stop: at the probe users' level, checked "
+                            "every few steps (kind none: the paper's fixed schedule)",
+                            factory=StopRule)
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
 
     def validate(self) -> None:
-        if self.calibrate_alpha and (self.teacher_scope != "answer"
-                                     or self.stop_rule != "membership"):
-            raise ConfigError("calibrate_alpha needs teacher_scope: answer and stop_rule: "
+        if self.forget_teacher == "shards" and not self.shards:
+            raise ConfigError("forget_teacher: shards needs shards: the folder of a "
+                              "user-sharded ensemble (a receraser run's initial/)")
+        wrong_place = self.teacher_scope != "answer" or self.stop.kind != "membership"
+        if self.forget_teacher == "augmented" and self.calibrate_alpha and wrong_place:
+            raise ConfigError("calibrate_alpha needs teacher_scope: answer and stop kind "
                               "membership (its target is the probe users' loss); set "
                               "calibrate_alpha: false to use a fixed alpha")
 
@@ -143,19 +159,19 @@ def distillation_loss(forget_teacher: TeacherCache, retain_teacher: TeacherCache
     return loss
 
 
-def forget_teacher_fn(student: torch.nn.Module, augmented: torch.nn.Module, alpha: float,
+def forget_teacher_fn(original: TeacherFn, augmented: torch.nn.Module, alpha: float,
                       space: str = "logits"):
     """The whole-vocabulary forgetting teacher as a function of a batch (the paper's)."""
 
     def teacher(batch):
         with torch.no_grad():
             z_aug = answer_logits(augmented, batch)
-        return forgetting_teacher(base_logits(student, batch), z_aug, alpha, space)
+        return forgetting_teacher(original(batch), z_aug, alpha, space)
 
     return teacher
 
 
-def original_recording_shift(student: torch.nn.Module, augmented: torch.nn.Module,
+def original_recording_shift(original: TeacherFn, augmented: torch.nn.Module,
                              log_odds: torch.Tensor, shift: torch.Tensor, tokens,
                              space: str = "logits"):
     """The Original's logits as a teacher function that also records, per sample, its
@@ -164,7 +180,7 @@ def original_recording_shift(student: torch.nn.Module, augmented: torch.nn.Modul
     def teacher(batch):
         with torch.no_grad():
             z_aug = answer_logits(augmented, batch)
-        z_orig = base_logits(student, batch)
+        z_orig = original(batch)
         index = batch["index"].cpu()
         log_odds[index] = decision_log_odds(z_orig, tokens.yes_id, tokens.no_id).cpu()
         shift[index] = decision_shift(z_orig, z_aug, tokens.yes_id, tokens.no_id, space).cpu()
@@ -185,23 +201,23 @@ class E2URec(Unlearner):
         "augment_lr": 5e-5, "augment_weight_decay": 0.01, "augment_epochs": 1200 / 812,
         "schedule": {"lr": 1e-3, "batch_size": 16, "epochs": 1000 / 812,
                      "forget_only_epochs": 1, "max_grad_norm": None},
-        "stop_rule": "none"}}
+        "stop": {"kind": "none"}}}
 
     def unlearn(self, original: Backbone | None) -> Unlearned:
         opts, ctx = self.options, self.ctx
         forget, retain = ctx.rows("forget"), ctx.rows("retain")
-        stop = StopRule(opts.stop_rule, opts.noise_z, opts.auc_tolerance)
+        stop = opts.stop
         self.phases: dict[str, float] = {}  # where the time goes, for the record
         probe, start = None, None
-        if opts.stop_rule != "none":
+        if stop.kind != "none":
             with self.phase("first check"):
                 # Only the probe users (never trained on) decide; no valid or test row is read.
-                probe = make_probe(original, forget, ctx.rows("probe"), opts.probe_size,
+                probe = make_probe(original, forget, ctx.rows("probe"), stop.probe_size,
                                    opts.schedule.seed)
                 start = measure_before_unlearning(original, probe, ctx.accelerator.device)
             if reason := nothing_to_unlearn(start, stop):
                 # The augmented model and the teachers would go unused: skip them.
-                return Unlearned(add_lora(original, opts.lora), ctx.original_dir, {
+                return Unlearned(self._student(original)[0], ctx.original_dir, {
                     "history": stopped_before_start(start, reason),
                     "augment": {"source": "not needed"}, "teacher": {"source": "not needed"},
                     "teacher_forwards": {"forget": 0, "retain": 0}, "phases": self.phases})
@@ -220,24 +236,29 @@ class E2URec(Unlearner):
         """Augmented model, cached teachers, then the unlearning loop on LoRA adapters."""
         opts, ctx = self.options, self.ctx
         device, schedule = ctx.accelerator.device, opts.schedule
-        with self.phase("augmented model"):
-            augmented, augment_record = self._augmented(original, forget)
-        student = add_lora(original, opts.lora)
-        student.model.to(device)
+        augmented, augment_record = None, {"source": "not needed"}
+        if opts.forget_teacher == "augmented":
+            with self.phase("augmented model"):
+                augmented, augment_record = self._augmented(original, forget)
+        student, original_logits = self._student(original)
         with self.phase("forget teacher"):
-            forget_teacher, teacher_record = self._forget_teacher(
-                student, augmented, forget, device, start["holdout_loss"] if start else None)
+            if augmented is None:
+                forget_teacher, teacher_record = self._shards_teacher(
+                    student, original_logits, forget, device)
+            else:
+                forget_teacher, teacher_record = self._forget_teacher(
+                    student, original_logits, augmented, forget, device,
+                    start["holdout_loss"] if start else None)
         del augmented
         gc.collect()
-        retain_teacher = self._cache(student, retain, device,
-                                     lambda b: base_logits(student.model, b))
+        retain_teacher = self._cache(student, retain, device, original_logits)
         with self.phase("unlearning steps"):  # the retain teacher fills as batches come
             history = run_unlearning(
             student, loader(student, forget, schedule.batch_size, True, schedule.seed),
             loader(student, retain, schedule.batch_size, True, schedule.seed),
             distillation_loss(forget_teacher, retain_teacher, opts.beta,
                               1 if ctx.train.answer_loss == "decision" else None), schedule,
-            ctx.accelerator, stop, probe, opts.evals_per_epoch, desc="e2urec", start=start)
+            ctx.accelerator, stop, probe, desc="e2urec", start=start)
         # The checks ran inside the steps' span: count them on their own.
         self.phases["checks"] = history.get("check_seconds", 0.0)
         self.phases["unlearning steps"] -= self.phases["checks"]
@@ -266,7 +287,55 @@ class E2URec(Unlearner):
         return model, {"source": "trained", "lora": opts.augment_lora,
                        "seconds": history["seconds"], "train_loss": history["train_loss"]}
 
-    def _forget_teacher(self, student: Backbone, augmented: Backbone, forget: list[dict],
+    def setup(self) -> None:
+        if self.options.forget_teacher == "shards":
+            self._shard_members()  # a wrong folder fails here, before the timer starts
+
+    def _shard_members(self) -> list[Path]:
+        """The user-sharded ensemble's member folders, checked against this data's shards."""
+        folder = Path(self.options.shards)
+        meta = read_meta(folder) if (folder / META_FILE).is_file() else {}
+        k, _ = shard_assignment(self.ctx.data_dir, "user_balanced")
+        if meta.get("method") != "receraser" or len(meta.get("members", [])) != k:
+            raise ConfigError(f"shards: {folder} is not a user-sharded ensemble of this data's "
+                              f"{k} shards (a receraser run's initial/ folder)")
+        return [folder / m for m in meta["members"]]
+
+    def _shards_teacher(self, student: Backbone, original_logits: TeacherFn,
+                        forget: list[dict], device: torch.device) -> tuple[Any, dict[str, Any]]:
+        """Each forget row taught by the shard models that never held its user."""
+        members = self._shard_members()
+        _, assign = shard_assignment(self.ctx.data_dir, "user_balanced")
+        shard_of = torch.tensor([assign(row) for row in forget])
+        models = [load_model(m, merged=True).model.to(device).eval() for m in members]
+        teacher = held_out_shards(models, shard_of)
+        if self.options.teacher_scope == "answer":  # only the Yes/No split from the shards
+            tokens, shards_fn = student.encoder().tokens, teacher
+
+            def teacher(batch):
+                return answer_scoped_teacher(original_logits(batch), shards_fn(batch),
+                                             tokens.yes_id, tokens.no_id)
+        cache = self._cache(student, forget, device, teacher)
+        cache.fill()  # then the members can go
+        return cache, {"kind": "shards", "folder": str(Path(self.options.shards).resolve()),
+                       "members": len(members), "scope": self.options.teacher_scope}
+
+    def _student(self, original: Backbone) -> tuple[Backbone, TeacherFn]:
+        """The model that trains, and the Original's logits as a teacher function."""
+        device = self.ctx.accelerator.device
+        if self.options.student == "lora":
+            student = add_lora(original, self.options.lora)
+            student.model.to(device)
+            # The remembering teacher is the student's own base with its adapters off.
+            return student, lambda batch: base_logits(student.model, batch)
+        reference = copy.deepcopy(original.model).to(device).eval()
+        for param in original.model.parameters():
+            param.requires_grad_(True)
+        original.model.to(device)
+        return original, frozen(reference)
+
+    def _forget_teacher(self, student: Backbone, original_logits: TeacherFn,
+                        augmented: Backbone, forget: list[dict],
                         device: torch.device, target_loss: float | None
                         ) -> tuple[Any, dict[str, Any]]:
         """The forgetting teacher's cache (the augmented model is needed only here)."""
@@ -274,20 +343,21 @@ class E2URec(Unlearner):
         opts = self.options
         if opts.teacher_scope == "vocab":
             cache = self._cache(student, forget, device, forget_teacher_fn(
-                student.model, augmented.model, opts.alpha, opts.teacher_space))
+                original_logits, augmented.model, opts.alpha, opts.teacher_space))
             cache.fill()
-            return cache, {"alpha": opts.alpha, "scope": "vocab"}
+            return cache, {"kind": "augmented", "alpha": opts.alpha, "scope": "vocab"}
         tokens = student.encoder().tokens
         log_odds, shift = torch.zeros(len(forget)), torch.zeros(len(forget))
         cache = self._cache(student, forget, device, original_recording_shift(
-            student.model, augmented.model, log_odds, shift, tokens, opts.teacher_space))
+            original_logits, augmented.model, log_odds, shift, tokens, opts.teacher_space))
         cache.fill()
         labels = torch.tensor([int(r["label"]) for r in forget])
         alpha = opts.alpha
         if opts.calibrate_alpha:
             alpha = calibrate_alpha(log_odds, shift, labels, target_loss, opts.alpha)
         return DecisionShiftTeacher(cache, shift, tokens, alpha), {
-            "alpha": alpha, "scope": "answer", "calibrated": opts.calibrate_alpha,
+            "kind": "augmented", "alpha": alpha, "scope": "answer",
+            "calibrated": opts.calibrate_alpha,
             "target_loss": target_loss, "original_loss": float(decision_loss(log_odds, labels)),
             "teacher_loss": float(decision_loss(log_odds - alpha * shift, labels)),
             "samples_pushed": push_shares(shift, labels)}

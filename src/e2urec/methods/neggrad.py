@@ -8,15 +8,14 @@ from e2urec.backbones.registry import Backbone
 from e2urec.config import option
 from e2urec.methods.base import FullCopyUnlearner, register
 from e2urec.training.losses import label_loss
-from e2urec.training.unlearn_loop import LossFn, Schedule
+from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 
 
 @dataclass
-class NegGradOptions:
+class NegGradOptions(SteppingOptions):
     weight: float = option(0.2, help="weight w of the ascent on the forget loss")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
-                                                         forget_only_epochs=0))
+                                factory=lambda: Schedule(lr_scale=0.05))
 
 
 @register
@@ -26,7 +25,8 @@ class NegGrad(FullCopyUnlearner):
     # The reference code's budget (T5-base, ML-1M: 812 forget steps an epoch), in epochs of the
     # forget set; see docs/deviations.md.
     presets = {"paper": {"weight": 0.2, "schedule": {
-        "lr": 5e-5, "batch_size": 16, "epochs": 3000 / 812, "max_grad_norm": None}}}
+        "lr": 5e-5, "batch_size": 16, "epochs": 3000 / 812, "max_grad_norm": None},
+        "stop": {"kind": "none"}}}
 
     def loss(self, student: Backbone) -> LossFn:
         return label_loss(-self.options.weight, self.ctx.train.answer_loss)

@@ -19,16 +19,15 @@ from e2urec.backbones.scoring import answer_logits
 from e2urec.config import ConfigError, option
 from e2urec.methods.base import FullCopyUnlearner, register
 from e2urec.training.losses import label_ce, per_sample_ce
-from e2urec.training.unlearn_loop import LossFn, Schedule
+from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 
 
 @dataclass
-class NPOOptions:
+class NPOOptions(SteppingOptions):
     beta: float = option(0.1, help="NPO's inverse temperature (paper: 0.1)")
     retain_weight: float = option(1.0, help="weight of the CE on retain")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.05, epochs=1,
-                                                         forget_only_epochs=0))
+                                factory=lambda: Schedule(lr_scale=0.05))
 
     def validate(self) -> None:
         if self.beta <= 0:

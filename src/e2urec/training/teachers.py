@@ -32,6 +32,28 @@ def frozen(model: torch.nn.Module) -> TeacherFn:
     return run
 
 
+def held_out_shards(members: Sequence[torch.nn.Module], shard_of: torch.Tensor) -> TeacherFn:
+    """Per row, the mean answer logits of the shard models that never held its user.
+
+    ``shard_of[i]`` is the shard that holds feature position ``i``'s user; a row's
+    teacher leaves that member out, so it answers as a model that never saw the
+    user (a mean of logits is a product of the members' distributions).
+    """
+
+    def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        holder = shard_of[batch["index"].cpu()].to(batch["input_ids"].device)
+        total, count = None, torch.zeros_like(holder, dtype=torch.float32)
+        with torch.no_grad():
+            for k, member in enumerate(members):
+                use = (holder != k).float()
+                logits = answer_logits(member, batch).float() * use[:, None, None]
+                total = logits if total is None else total + logits
+                count += use
+        return total / count.clamp(min=1)[:, None, None]
+
+    return run
+
+
 class TeacherCache:
     """Answer-position logits ``[A, V]`` of one frozen teacher for a fixed list of samples."""
 
