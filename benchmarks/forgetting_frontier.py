@@ -37,10 +37,11 @@ from e2urec.bench.study import (  # noqa: E402
     GAP_KEYS,
     add_gap_closed,
     canary_lift,
+    method_of,
 )
 from e2urec.checkpoints.folders import read_meta  # noqa: E402
 from e2urec.checkpoints.scorers import load_scorer  # noqa: E402
-from e2urec.config import BackboneConfig, TrainConfig, from_dict  # noqa: E402
+from e2urec.config import BackboneConfig, TrainConfig, from_dict, merge_dicts  # noqa: E402
 from e2urec.data.samples import read_split  # noqa: E402
 from e2urec.evaluation.evaluate import evaluate  # noqa: E402
 from e2urec.methods import run_method  # noqa: E402
@@ -52,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="a prepared data folder")
     parser.add_argument("--original", required=True, help="the Original trained on it")
-    parser.add_argument("--methods", default="neggrad,graddiff,npo,bad-teacher-labels")
+    parser.add_argument("--methods", default="neggrad,graddiff,npo,bad-teacher-labels",
+                        help="entries NAME or NAME/LABEL (a variant with its own --options)")
+    parser.add_argument("--options", default="{}",
+                        help='JSON: each entry\'s own options, e.g. \'{"e2urec/full": '
+                        '{"student": "full"}}\'')
     parser.add_argument("--lr-scales", default="0.05,0.3,1",
                         help="learning rates as multiples of the Original's")
     parser.add_argument("--epochs", default="1,2", help="step budgets, epochs of forget")
@@ -99,16 +104,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     retrain_rows = train.epochs * len(read_split(data, "retain"))
     points = [{"method": "original", **score(original, data, args.max_samples)},
               {"method": "retrain", **score(retrain_dir, data, args.max_samples)}]
-    for method in args.methods.split(","):
+    extra = json.loads(args.options)
+    for entry in args.methods.split(","):
+        method = method_of(entry)
         for scale in [float(s) for s in args.lr_scales.split(",")]:
             for epochs in [float(e) for e in args.epochs.split(",")]:
-                out = work / f"{method}-lr{scale:g}-ep{epochs:g}"
-                options = {"schedule": {"lr_scale": scale, "epochs": epochs,
-                                        "forget_only_epochs": 0},
-                           "stop": {"kind": args.stop}}
+                out = work / f"{entry.replace('/', '-')}-lr{scale:g}-ep{epochs:g}"
+                options = merge_dicts(extra.get(entry, {}), {
+                    "schedule": {"lr_scale": scale, "epochs": epochs, "forget_only_epochs": 0},
+                    "stop": {"kind": args.stop}})
                 record = run_method(method, data, original, backbone, train, options, out,
                                     overwrite=True)
-                points.append({"method": method, "lr_scale": scale, "epochs": epochs,
+                points.append({"method": entry, "lr_scale": scale, "epochs": epochs,
                                "steps": record["history"]["total_steps"],
                                "kept": record["history"].get("kept_step", "-"),
                                "rows_x": rows_passed(record) / retrain_rows,

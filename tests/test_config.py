@@ -102,12 +102,12 @@ def test_a_misplaced_option_points_at_its_block():
 
 def test_a_partial_nested_block_keeps_the_methods_own_defaults():
     from e2urec.methods.base import parse_options
-    from e2urec.methods.neggrad import NegGradOptions
+    from e2urec.methods.npo import NPOOptions
     from e2urec.training.unlearn_loop import Schedule
 
-    own = NegGradOptions().schedule.lr_scale
+    own = NPOOptions().schedule.lr_scale
     assert own != Schedule().lr_scale  # else this test could not tell the two apart
-    options = parse_options("neggrad", {"schedule": {"lr": 1e-3}, "stop": {"check_every": 2}})
+    options = parse_options("npo", {"schedule": {"lr": 1e-3}, "stop": {"check_every": 2}})
     assert (options.schedule.lr, options.schedule.lr_scale) == (1e-3, own)
     assert (options.stop.check_every, options.stop.kind) == (2, "membership")
 

@@ -8,8 +8,9 @@ from e2urec.runtime import auto_threads, available_cores, set_threads
 
 def test_threads_are_set_as_asked_and_recorded_by_torch():
     before = torch.get_num_threads()
+    other = 2 if before == 1 else 1  # a count torch does not have yet
     try:
-        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        assert set_threads(other) == other and torch.get_num_threads() == other
     finally:
         torch.set_num_threads(before)
 

@@ -32,7 +32,7 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     logs: list[str] = []
     run_study(smoke_config(tmp_path, real_ml100k), out, log=logs.append)
     payload = json.loads((out / "results.json").read_text())
-    methods = {"original", "retrain", "e2urec", "sisa", "receraser", "neggrad",
+    methods = {"original", "retrain", "e2urec", "e2urec/shards", "sisa", "receraser", "neggrad",
                "bad-teacher-labels", "bad-teacher"}
     per_seed = [row for row in payload["rows"] if row["seed"] is not None]
     summary = {row["method"]: row for row in payload["rows"] if row["seed"] is None}
@@ -42,8 +42,6 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
         rows = {row["method"]: row for row in per_seed if row["seed"] == seed}
         for row in rows.values():
             assert set(row) >= KEYS
-        assert rows["retrain"]["forget_sym_kl"] == pytest.approx(0.0, abs=1e-9)
-        assert rows["retrain"]["ks_pvalue"] == pytest.approx(1.0)
         assert rows["e2urec"]["trainable_params"] < rows["e2urec"]["total_params"]
         assert 0.0 <= rows["original"]["canary_success"] <= 1.0
         assert "gap_closed_forget_auc" in rows["neggrad"]
@@ -60,6 +58,8 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     assert "torch" in payload["versions"]
     for name in ("results.csv", "results.md", "utility_vs_forgetting.png", "unlearn_time.png"):
         assert (out / name).stat().st_size > 0
+    # The shards teacher's user-sharded ensemble is one stage a seed, trained once.
+    assert len(list((out / "stages").glob("user-shards-*"))) == 2
     table = (out / "results.md").read_text()
     assert "| e2urec |" in table and " ± " in table and "seeds [7, 8]" in table
 

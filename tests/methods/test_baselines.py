@@ -42,7 +42,8 @@ def test_retrain_trains_on_retain_only(unlearn, prepared_dir):
     assert meta["train_record"]["split"] == "retain"
     assert meta["train_record"]["samples"] == len(read_split(prepared_dir, "retain"))
     assert record["trainable_params"] == record["total_params"]
-    assert json.loads((out / RECORD_FILE).read_text())["method"] == "retrain"
+    # The record the call returns is the one written beside the model.
+    assert json.loads((out / RECORD_FILE).read_text()) == json.loads(json.dumps(record))
 
 
 def test_neggrad_raises_the_forget_loss(unlearn, prepared_dir, original_dir):
@@ -240,7 +241,6 @@ def test_a_fractional_epoch_budget_ends_mid_epoch(unlearn, prepared_dir):
     record, _ = unlearn("neggrad", {"preset": "paper", "schedule": {"batch_size": 8}})
     per_epoch = -(-len(read_split(prepared_dir, "forget")) // 8)
     assert record["history"]["total_steps"] == round(3000 / 812 * per_epoch)
-    assert record["preset"] == "paper"
     assert record["options"]["schedule"]["max_grad_norm"] is None
 
 

@@ -43,15 +43,18 @@ def test_only_a_start_with_no_open_measure_takes_no_step():
     assert open_measures(check(0, -0.01, 0.02, math.nan)) == ["ranking"]
 
 
-def test_it_goes_on_below_the_aim_and_stops_once_the_mean_share_reaches_it():
-    rule = StopRule()
+def test_it_goes_on_until_every_measure_reaches_the_aim():
+    rule = StopRule(noise_z=100)
     before = check(4, 0.2, 0.1, 0.05)  # half of each gap closed
     assert decide(before, START, START, rule) is None
     assert before["mean_share"] == pytest.approx(0.5)
-    reached = check(8, 0.0, 0.0, 0.0)
-    why, keep_previous = decide(reached, before, START, rule)
-    assert not keep_previous and "mean share closed 1.000 reached 1" in why
-    assert decide(check(8, 0.0, 0.0, 0.0), before, START, StopRule(aim=1.2)) is None
+    # The loss is past the probe users' level and the mean is past 1, but the ranking lags.
+    lagging = check(8, -0.2, 0.04, 0.0)
+    assert decide(lagging, before, START, rule) is None and lagging["mean_share"] > 1
+    reached = check(12, 0.0, 0.0, 0.0)
+    why, keep_previous = decide(reached, lagging, START, rule)
+    assert not keep_previous and "every measure's share closed reached 1" in why
+    assert decide(check(12, 0.0, 0.0, 0.0), lagging, START, StopRule(aim=1.2)) is None
 
 
 @pytest.mark.parametrize("previous_share,current_share,keeps_previous", [

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from accelerate import PartialState
 
-from e2urec.checkpoints.folders import library_versions
+from e2urec.checkpoints.folders import library_versions, save_ensemble
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import (
     BackboneConfig,
@@ -46,6 +46,8 @@ from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_js
 from e2urec.methods import get_method, run_method
 from e2urec.methods.base import parse_options
 from e2urec.runtime import set_threads
+from e2urec.training.loop import make_accelerator
+from e2urec.training.shards import ShardTrainer, initial_ensemble
 
 STAGE_FILE = "stage.json"
 
@@ -184,7 +186,15 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
         if name == "retrain":
             continue
         method_name = method_of(name)
-        key = method_stage_key(base_key, name, options)
+        options, key_options = dict(options or {}), dict(options or {})
+        if method_name == "e2urec" and options.get("forget_teacher") == "shards" \
+                and not options.get("shards"):
+            # The user-sharded ensemble exists before any request: one stage a seed.
+            shards, _ = stages.run("user-shards", {**base_key, "scheme": "user_balanced"},
+                                   lambda f: train_user_shards(study, data_dir, f))
+            options["shards"] = str(shards / "ensemble")
+            key_options["shards"] = f"stage {shards.name}"
+        key = method_stage_key(base_key, name, key_options)
         folder, record = stages.run(
             f"method-{name.replace('/', '-')}", key,
             lambda f, n=method_name, o=options: _unlearn(
@@ -222,6 +232,16 @@ def prepare_stage(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
 
     folder, _ = stages.run("data", {"config": study.data, "raw_sha256": raw.digest}, work)
     return folder / "data"
+
+
+def train_user_shards(study: StudyConfig, data_dir: Path, folder: Path) -> dict[str, Any]:
+    """The user-sharded ensemble a shards teacher reads (untimed: it precedes any request)."""
+    ensemble = folder / "ensemble"
+    trainer = ShardTrainer(data_dir, study.backbone, study.train,
+                           make_accelerator(cpu=study.cpu), ensemble)
+    members = initial_ensemble(trainer, "user_balanced", ensemble)
+    save_ensemble(ensemble, members, meta={"scheme": "user_balanced", "role": "initial"})
+    return {"members": len(members)}
 
 
 def train_original_stage(study: StudyConfig, data_dir: Path, folder: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ class BadTeacherOptions(SteppingOptions):
     teacher_cache_mb: float = option(2048, help="teacher logits kept in memory up to this "
                                      "size, then spilled to a float16 file")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.1))
+                                factory=lambda: Schedule(lr_scale=0.5))
 
 
 def incompetent_like(model: torch.nn.Module, family: str, seed: int) -> torch.nn.Module:

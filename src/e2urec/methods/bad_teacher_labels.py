@@ -17,7 +17,7 @@ from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 class BadTeacherLabelsOptions(SteppingOptions):
     weight: float = option(1.0, help="weight of the flipped-label loss on forget")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.05))
+                                factory=lambda: Schedule(lr_scale=0.5))
 
 
 def flipped(rows: list[dict]) -> list[dict]:

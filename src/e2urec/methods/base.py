@@ -212,7 +212,7 @@ class ShardEnsembleUnlearner(Unlearner):
         aggregator = self.aggregate(members, self.ctx.rows("train"))
         if self.ctx.accelerator.is_main_process:
             save_ensemble(folder, members, aggregator,
-                          meta={"method": self.name, "role": "initial"})
+                          meta={"method": self.name, "role": "initial", "scheme": self.scheme})
         self.ctx.accelerator.wait_for_everyone()
 
     def unlearn(self, original: Backbone | None) -> Unlearned:

@@ -84,7 +84,7 @@ class E2URecOptions:
                               "targets: [all-linear] adapts every linear layer)",
                               factory=LoraConfig)
     schedule: Schedule = option(help="lr, batch size, epochs, forget-only epochs, clipping, "
-                                "seed", factory=lambda: Schedule(epochs=2, forget_only_epochs=0))
+                                "seed", factory=Schedule)
     teacher_space: Literal["logits", "logprobs"] = option(
         "logits", help="apply the teacher formula to logits (paper) or log-probabilities")
     teacher_scope: Literal["vocab", "answer"] = option(
@@ -96,7 +96,7 @@ class E2URecOptions:
         "its user, a non-member's answer rather than the Original's ranking pushed down")
     shards: str | None = option(None, help="the folder of a user-sharded ensemble trained "
                                 "before the request (a receraser run's initial/), for "
-                                "forget_teacher: shards")
+                                "forget_teacher: shards (the bench trains one a seed)")
     augmented: str | None = option(None, help="a model folder to use as the augmented model "
                                    "(else trained here on the forget set)")
     augment_epochs: float = option(1, help="epochs of the augmented model on the forget set "
@@ -111,9 +111,6 @@ class E2URecOptions:
                                      "size, then spilled to a float16 file")
 
     def validate(self) -> None:
-        if self.forget_teacher == "shards" and not self.shards:
-            raise ConfigError("forget_teacher: shards needs shards: the folder of a "
-                              "user-sharded ensemble (a receraser run's initial/)")
         wrong_place = self.teacher_scope != "answer" or self.stop.kind != "membership"
         if self.forget_teacher == "augmented" and self.calibrate_alpha and wrong_place:
             raise ConfigError("calibrate_alpha needs teacher_scope: answer and stop kind "
@@ -293,10 +290,15 @@ class E2URec(Unlearner):
 
     def _shard_members(self) -> list[Path]:
         """The user-sharded ensemble's member folders, checked against this data's shards."""
+        if not self.options.shards:  # the bench fills it in from its own user-shards stage
+            raise ConfigError("forget_teacher: shards needs shards: the folder of a "
+                              "user-sharded ensemble (a receraser run's initial/)")
         folder = Path(self.options.shards)
         meta = read_meta(folder) if (folder / META_FILE).is_file() else {}
         k, _ = shard_assignment(self.ctx.data_dir, "user_balanced")
-        if meta.get("method") != "receraser" or len(meta.get("members", [])) != k:
+        # Older RecEraser folders name no scheme; RecEraser's is always by user.
+        scheme = meta.get("scheme", "user_balanced" if meta.get("method") == "receraser" else None)
+        if scheme != "user_balanced" or len(meta.get("members", [])) != k:
             raise ConfigError(f"shards: {folder} is not a user-sharded ensemble of this data's "
                               f"{k} shards (a receraser run's initial/ folder)")
         return [folder / m for m in meta["members"]]

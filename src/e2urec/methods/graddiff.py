@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from e2urec.config import option
 from e2urec.methods.base import register
 from e2urec.methods.neggrad import NegGrad, NegGradOptions
+from e2urec.training.unlearn_loop import Schedule
 
 
 @dataclass
 class GradDiffOptions(NegGradOptions):
     weight: float = option(1.0, help="weight of the ascent on the forget loss against the "
                            "retain loss (GradDiff: 1)")
+    schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
+                                factory=lambda: Schedule(lr_scale=0.5))
 
 
 @register

@@ -15,7 +15,7 @@ from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 class NegGradOptions(SteppingOptions):
     weight: float = option(0.2, help="weight w of the ascent on the forget loss")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.05))
+                                factory=lambda: Schedule(lr_scale=1.0))
 
 
 @register

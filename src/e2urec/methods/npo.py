@@ -27,7 +27,7 @@ class NPOOptions(SteppingOptions):
     beta: float = option(0.1, help="NPO's inverse temperature (paper: 0.1)")
     retain_weight: float = option(1.0, help="weight of the CE on retain")
     schedule: Schedule = option(help="lr, batch size, epochs, clipping, seed",
-                                factory=lambda: Schedule(lr_scale=0.05))
+                                factory=lambda: Schedule(lr_scale=0.5))
 
     def validate(self) -> None:
         if self.beta <= 0:

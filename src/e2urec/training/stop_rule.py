@@ -11,8 +11,8 @@ them, each of which is zero for a model that never saw the forgotten users:
   probe rows, minus 0.5.
 
 A measure whose gap is positive at the start is *open*; its share closed at a
-check is ``1 - gap / start gap``. The run stops at the first check where the
-open measures' mean share reaches ``aim`` (the point estimate, not a noise
+check is ``1 - gap / start gap``. The run stops at the first check where every
+open measure's share has reached ``aim`` (the point estimate, not a noise
 band: a small request is unlearned too), or where any open measure has gone
 past its target by more than ``noise_z`` of its standard error (overshoot).
 It then keeps whichever of that check and the one before lies closer to
@@ -51,7 +51,7 @@ class StopRule:
     check_every: int = option(4, help="steps between checks (the gap closes in tens of steps "
                               "at the Original's own lr)")
     probe_size: int = option(128, help="forget rows and probe users' rows each check scores")
-    aim: float = option(1.0, help="stop once the open measures' mean share closed reaches "
+    aim: float = option(1.0, help="stop once every open measure's share closed reaches "
                         "this (1: the probe users' level)")
     noise_z: float = option(2.0, help="overshoot guard: stop once a measure is past its "
                             "target by more than this many standard errors")
@@ -200,14 +200,16 @@ def decide(point: dict[str, Any], previous: dict[str, Any], start: dict[str, Any
     point["shares"] = shares
     point["mean_share"] = mean_share(shares)
     past = overshot(point, start, stop.noise_z)
-    if not past and not point["mean_share"] >= stop.aim:
+    measured = [s for s in shares.values() if math.isfinite(s)]
+    reached = bool(measured) and all(s >= stop.aim for s in measured)
+    if not past and not reached:
         return None
     before = distance_from_aim(previous.get("shares") or shares_closed(previous, start),
                                stop.aim)
     keep_previous = before < distance_from_aim(shares, stop.aim)
     why = (f"{', '.join(past)} past the probe users' level by more than {stop.noise_z:g} "
            f"standard errors" if past else
-           f"mean share closed {point['mean_share']:.3f} reached {stop.aim:g}")
+           f"every measure's share closed reached {stop.aim:g}")
     kept = previous["step"] if keep_previous else point["step"]
     return f"{why} at step {point['step']}; kept step {kept}, the closer to the aim", \
         keep_previous
