@@ -28,22 +28,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_common_args, pick_device, prepared_data, print_table
 
+from e2urec.bench.study import canary_lift
+from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import BackboneConfig, TrainConfig, parse_overrides
 from e2urec.data.samples import read_manifest, read_split, write_jsonl
+from e2urec.evaluation.evaluate import evaluate
 from e2urec.methods import run_method
 from e2urec.training.finetune import train_split
 
-METHODS = ["e2urec", "sisa", "receraser", "neggrad", "bad-teacher-labels", "bad-teacher"]
+METHODS = ["e2urec", "sisa", "receraser", "neggrad", "graddiff", "npo", "bad-teacher-labels",
+           "bad-teacher"]
 
 
 def one_user_request(data: Path, out: Path) -> Path:
-    """A copy of ``data`` whose forget set is the most active forgotten user's alone."""
+    """A copy of ``data`` whose forget set is one forgotten user's alone: the most active
+    canary user where the data has canaries (their trigger shows whether they are
+    remembered), else the most active forgotten user."""
     if (out / "manifest.json").is_file():
         return out
     forget = read_split(data, "forget")
+    manifest = read_manifest(data)
+    canary_users = set((manifest.get("canaries") or {}).get("users") or {})
     counts: dict[str, int] = {}
     for row in forget:
-        counts[row["user_id"]] = counts.get(row["user_id"], 0) + 1
+        if row["user_id"] in canary_users or not canary_users:
+            counts[row["user_id"]] = counts.get(row["user_id"], 0) + 1
     user = max(sorted(counts), key=counts.get)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -51,12 +60,31 @@ def one_user_request(data: Path, out: Path) -> Path:
     write_jsonl(tmp / "forget.jsonl", [r for r in forget if r["user_id"] == user])
     write_jsonl(tmp / "retain.jsonl", [r for r in read_split(data, "train")
                                        if r["user_id"] != user])
-    manifest = read_manifest(data)
-    manifest.update(forget_user_ids=[user], canaries=None)
+    if canary_users:  # the request's own canary only
+        manifest["canaries"]["users"] = {user: manifest["canaries"]["users"][user]}
+        write_jsonl(tmp / "canary.jsonl", [r for r in read_split(data, "canary")
+                                           if r["user_id"] == user])
+    manifest.update(forget_user_ids=[user])
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    (tmp / "canary.jsonl").unlink(missing_ok=True)
     tmp.rename(out)
     return out
+
+
+def canary_closure(folder: Path, original: Path, work: Path, methods: list[str]
+                   ) -> dict[str, float]:
+    """Each method's share of the Original-to-Retrain gap in the request's canary lift."""
+    if not read_split(folder, "canary"):
+        return {}
+    lifts = {}
+    for name, model in [("original", original), ("retrain", work / "retrain"),
+                        *[(m, work / m) for m in methods]]:
+        metrics, _ = evaluate(load_scorer(model), folder, splits=("forget",),
+                              ranking_positives=0)
+        lifts[name] = canary_lift(metrics.get("canary"))
+    gap = lifts["original"] - lifts["retrain"]
+    return {m: (lifts["original"] - lifts[m]) / gap if gap else float("nan")
+            for m in ["retrain", *methods]} | {"lift original": lifts["original"],
+                                                "lift retrain": lifts["retrain"]}
 
 
 def time_methods(data: Path, original: Path, backbone: BackboneConfig, train: TrainConfig,
@@ -131,6 +159,11 @@ def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: lis
         rows += [[request, m, f"{s:.1f}", f"{s / base:.2f}", f"{100 * share:.2f}%"]
                  for m, (s, share, _) in seconds.items()]
     print_table(["request", "method", "unlearn s", "vs retrain", "trainable"], rows)
+    closed = canary_closure(requests["one user"], original, work / "one-user", methods)
+    if closed:
+        print(f"one user's canary lift: Original {closed.pop('lift original'):.3f}, Retrain "
+              f"{closed.pop('lift retrain'):.3f}; share of the gap closed: "
+              + ", ".join(f"{m} {v:.2f}" for m, v in closed.items()))
     for request, seconds in results.items():
         phases = seconds.get("e2urec", (0, 0, None))[2] or {}
         print(f"e2urec phases, {request}: " + ", ".join(f"{k} {v:.1f}s"

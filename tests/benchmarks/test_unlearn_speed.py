@@ -37,6 +37,8 @@ def test_reference_style_and_ours_take_the_same_first_step(model, prepared_dir, 
 def test_unlearn_vs_retrain_ends_with_the_two_request_ratios(prepared_dir, tmp_path, capsys):
     import re
 
+    from e2urec.data.samples import read_manifest, read_split
+
     bench = load_benchmark("unlearn_vs_retrain")
     bench.main(["--model", "tiny-llama", "--data", str(prepared_dir), "--epochs", "1",
                 "--methods", "e2urec,neggrad", "--e2urec-option", "schedule.epochs=1",
@@ -45,9 +47,15 @@ def test_unlearn_vs_retrain_ends_with_the_two_request_ratios(prepared_dir, tmp_p
     assert re.fullmatch(r"e2urec/retrain 20%: \d+\.\d\d", lines[-2])
     assert re.fullmatch(r"e2urec/retrain one user: \d+\.\d\d", lines[-1])
     one_user = tmp_path / "vs-retrain-tiny-llama" / "data-one-user"
-    from e2urec.data.samples import read_split
 
-    assert len({r["user_id"] for r in read_split(one_user, "forget")}) == 1
+    users = {r["user_id"] for r in read_split(one_user, "forget")}
+    # The one user is a canary user, so the request's trigger shows whether it is forgotten.
+    assert len(users) == 1 and set(read_manifest(one_user)["canaries"]["users"]) == users
+    assert {r["user_id"] for r in read_split(one_user, "canary")} == users
+    closure = next(line for line in lines if line.startswith("one user's canary lift"))
+    # (nan where the tiny Original's lift equals Retrain's: no gap to close.)
+    assert re.search(r"share of the gap closed: retrain (1\.00|nan), e2urec (-?\d|nan)",
+                     closure)
     assert len(read_split(one_user, "forget")) + len(read_split(one_user, "retain")) == len(
         read_split(prepared_dir, "train"))
 
