@@ -199,3 +199,20 @@ def test_canary_closure_is_on_the_lift_and_forgetting_past_retrain_is_flagged():
     assert flip_line.count(" !") == 2  # forget AUC and MIA closed past 1.3
     no_line = next(line for line in table.splitlines() if line.startswith("| says-no |"))
     assert " !" not in no_line
+
+
+def test_the_ranking_lists_landed_methods_cheapest_first_and_the_rest_apart():
+    from e2urec.bench.study import cost_at_closure
+
+    def row(method, seconds, closed=(1.0, 1.0, 1.0)):
+        keys = ("gap_closed_forget_auc", "gap_closed_mia_auc", "gap_closed_canary")
+        return {"method": method, "seed": None, "unlearn_seconds_mean": seconds,
+                **{f"{k}_mean": v for k, v in zip(keys, closed, strict=True)}}
+
+    summary = [row("original", 0.0), row("retrain", 100.0),
+               row("slow", 40.0, (0.8, 0.9, 1.2)), row("fast", 10.0, (0.72, 1.0, 1.29)),
+               row("past", 5.0, (1.4, 1.0, 1.0)), row("short", 1.0, (0.2, 1.0, 1.0))]
+    text = cost_at_closure(summary)
+    landed, others = text.split("Not landed: ")
+    assert landed.endswith("fast (0.10x), slow (0.40x). ")
+    assert others == "past (0.05x), short (0.01x)."

@@ -409,12 +409,34 @@ def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]],
     table = markdown_table(summary)
     note = (f"Mean ± standard deviation over seeds {seeds}. " if len(seeds) > 1 else
             f"Seed {seeds[0]}. ")
+    ranking = cost_at_closure([r for r in rows if r["seed"] is None])
     atomic_write_text(out / "results.md", f"# {study.name}\n\n{note}{LEGEND}\n\n{table}\n"
-                      + "".join(f"\nWARNING: {w}\n" for w in warnings))
+                      f"\n{ranking}\n" + "".join(f"\nWARNING: {w}\n" for w in warnings))
     plot_results(summary, out)
     for warning in warnings:
         log(f"[bench] WARNING: {warning}")
     return table
+
+
+def cost_at_closure(summary: list[dict[str, Any]]) -> str:
+    """The methods that land (every mean closure inside the band), cheapest first, in
+    seconds as a multiple of Retrain's; then those that do not."""
+    retrain = next((r.get("unlearn_seconds_mean") for r in summary
+                    if r["method"] == "retrain"), None)
+    methods = [r for r in summary if r["method"] not in REFERENCE_MODELS]
+    landed = sorted((r for r in methods if all(
+        _is_number(v := r.get(f"{key}_mean")) and CLOSURE_BAND[0] <= v <= CLOSURE_BAND[1]
+        for key in GAP_KEYS.values())), key=lambda r: r.get("unlearn_seconds_mean", math.inf))
+    if not _is_number(retrain) or not retrain:
+        return ""
+
+    def cost(row: dict[str, Any]) -> str:
+        return f"{row['method']} ({row.get('unlearn_seconds_mean', math.nan) / retrain:.2f}x)"
+
+    others = [r for r in methods if r not in landed]
+    return (f"Landed inside {CLOSURE_BAND[0]}-{CLOSURE_BAND[1]} on every closure, cheapest "
+            f"first (seconds x Retrain's): {', '.join(map(cost, landed)) or 'none'}. "
+            f"Not landed: {', '.join(map(cost, others)) or 'none'}.")
 
 
 def _json_default(value: Any) -> Any:
