@@ -27,7 +27,8 @@ data: {{dataset: ml-100k, data_dir: {synthetic_raw}, allow_modified_data: true,
 backbone: {dict(name="tiny-llama", **TINY)}
 train: {{epochs: 2, lr: 1.0e-3, batch_size: 4}}
 methods:
-  neggrad: {{schedule: {{epochs: 1}}}}
+  # A fixed step budget: on this synthetic data the stop rule may restore the start.
+  neggrad: {{schedule: {{epochs: 1}}, stop: {{kind: none}}}}
 scenarios:
   - {{name: one user, requests: 2, users_per_request: 1}}
 ranking_positives: 10

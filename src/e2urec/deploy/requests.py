@@ -245,7 +245,8 @@ def no_step(candidate: Path, current: Path, current_id: str) -> str | None:
     held = {k: v for k, v in folder_sha256(current).items() if k.endswith(".safetensors")}
     if weights == held:
         return (f"the method took no step: the candidate's weights are version {current_id}'s, "
-                "which holds the users")
+                "which holds the users (no gap at the start, or its stop rule restored the "
+                "start; the request's unlearn_record.json says which)")
     return None
 
 
