@@ -120,9 +120,12 @@ def run(args: argparse.Namespace) -> float:
         return reference_step(ref_student, ref_original, augmented, fb, rb, args.alpha, args.beta)
 
     ours_student, ours_opt = student()
+    def original(batch):  # the student's base with its adapters off
+        return base_logits(ours_student, batch)
+
     forget_cache = TeacherCache(encoder, forget_f, forget_teacher_fn(
-        ours_student, augmented, args.alpha), device)
-    retain_cache = TeacherCache(encoder, retain_f, lambda b: base_logits(ours_student, b), device)
+        original, augmented, args.alpha), device)
+    retain_cache = TeacherCache(encoder, retain_f, original, device)
     ours = distillation_loss(forget_cache, retain_cache, args.beta)
 
     def ours_loss(fb, rb):
