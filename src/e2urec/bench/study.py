@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from accelerate import PartialState
 
-from e2urec.checkpoints.folders import library_versions, save_ensemble
+from e2urec.checkpoints.folders import library_versions
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import (
     BackboneConfig,
@@ -47,7 +47,7 @@ from e2urec.methods import get_method, run_method
 from e2urec.methods.base import parse_options
 from e2urec.runtime import set_threads
 from e2urec.training.loop import make_accelerator
-from e2urec.training.shards import ShardTrainer, initial_ensemble
+from e2urec.training.shards import ShardTrainer, save_initial_ensemble
 
 STAGE_FILE = "stage.json"
 
@@ -239,8 +239,7 @@ def train_user_shards(study: StudyConfig, data_dir: Path, folder: Path) -> dict[
     ensemble = folder / "ensemble"
     trainer = ShardTrainer(data_dir, study.backbone, study.train,
                            make_accelerator(cpu=study.cpu), ensemble)
-    members = initial_ensemble(trainer, "user_balanced", ensemble)
-    save_ensemble(ensemble, members, meta={"scheme": "user_balanced", "role": "initial"})
+    members = save_initial_ensemble(trainer, "user_balanced", ensemble)
     return {"members": len(members)}
 
 

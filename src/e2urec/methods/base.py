@@ -56,8 +56,8 @@ from e2urec.training.shards import (
     ShardTrainer,
     affected_shards,
     ensemble_params,
-    initial_ensemble,
     retrain_affected,
+    save_initial_ensemble,
 )
 from e2urec.training.stop_rule import make_probe
 from e2urec.training.unlearn_loop import LossFn, run_unlearning
@@ -208,12 +208,9 @@ class ShardEnsembleUnlearner(Unlearner):
             return
         if self.options.initial:
             raise FileNotFoundError(f"initial ensemble folder {folder} holds no ensemble")
-        members = initial_ensemble(self.trainer(folder), self.scheme, folder)
-        aggregator = self.aggregate(members, self.ctx.rows("train"))
-        if self.ctx.accelerator.is_main_process:
-            save_ensemble(folder, members, aggregator,
-                          meta={"method": self.name, "role": "initial", "scheme": self.scheme})
-        self.ctx.accelerator.wait_for_everyone()
+        save_initial_ensemble(self.trainer(folder), self.scheme, folder,
+                              lambda members: self.aggregate(members, self.ctx.rows("train")),
+                              meta={"method": self.name})
 
     def unlearn(self, original: Backbone | None) -> Unlearned:
         folder = self.initial_dir()

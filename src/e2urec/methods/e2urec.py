@@ -44,7 +44,7 @@ from e2urec.training.losses import (
     push_shares,
     soft_ce,
 )
-from e2urec.training.shards import shard_assignment
+from e2urec.training.shards import Assign, shard_assignment
 from e2urec.training.stop_rule import Probe, StopRule, make_probe, nothing_to_unlearn
 from e2urec.training.teachers import (
     DecisionShiftTeacher,
@@ -214,7 +214,9 @@ class E2URec(Unlearner):
                 start = measure_before_unlearning(original, probe, ctx.accelerator.device)
             if reason := nothing_to_unlearn(start, stop):
                 # The augmented model and the teachers would go unused: skip them.
-                return Unlearned(self._student(original)[0], ctx.original_dir, {
+                # A full student would be the Original itself: no copy to make.
+                kept = original if opts.student == "full" else self._student(original)[0]
+                return Unlearned(kept, ctx.original_dir, {
                     "history": stopped_before_start(start, reason),
                     "augment": {"source": "not needed"}, "teacher": {"source": "not needed"},
                     "teacher_forwards": {"forget": 0, "retain": 0}, "phases": self.phases})
@@ -288,26 +290,26 @@ class E2URec(Unlearner):
         if self.options.forget_teacher == "shards":
             self._shard_members()  # a wrong folder fails here, before the timer starts
 
-    def _shard_members(self) -> list[Path]:
-        """The user-sharded ensemble's member folders, checked against this data's shards."""
+    def _shard_members(self) -> tuple[list[Path], Assign]:
+        """The user-sharded ensemble's member folders, checked against this data's shards,
+        and the row -> shard assignment they were trained on."""
         if not self.options.shards:  # the bench fills it in from its own user-shards stage
             raise ConfigError("forget_teacher: shards needs shards: the folder of a "
                               "user-sharded ensemble (a receraser run's initial/)")
         folder = Path(self.options.shards)
         meta = read_meta(folder) if (folder / META_FILE).is_file() else {}
-        k, _ = shard_assignment(self.ctx.data_dir, "user_balanced")
+        k, assign = shard_assignment(self.ctx.data_dir, "user_balanced")
         # Older RecEraser folders name no scheme; RecEraser's is always by user.
         scheme = meta.get("scheme", "user_balanced" if meta.get("method") == "receraser" else None)
         if scheme != "user_balanced" or len(meta.get("members", [])) != k:
             raise ConfigError(f"shards: {folder} is not a user-sharded ensemble of this data's "
                               f"{k} shards (a receraser run's initial/ folder)")
-        return [folder / m for m in meta["members"]]
+        return [folder / m for m in meta["members"]], assign
 
     def _shards_teacher(self, student: Backbone, original_logits: TeacherFn,
                         forget: list[dict], device: torch.device) -> tuple[Any, dict[str, Any]]:
         """Each forget row taught by the shard models that never held its user."""
-        members = self._shard_members()
-        _, assign = shard_assignment(self.ctx.data_dir, "user_balanced")
+        members, assign = self._shard_members()
         shard_of = torch.tensor([assign(row) for row in forget])
         models = [load_model(m, merged=True).model.to(device).eval() for m in members]
         teacher = held_out_shards(models, shard_of)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from e2urec.checkpoints.folders import META_FILE, load_model, read_meta
+from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_ensemble
 from e2urec.config import BackboneConfig, TrainConfig
 from e2urec.data.samples import read_split
 from e2urec.training.finetune import finetune_and_save, initial_backbone, save_base
@@ -94,6 +94,19 @@ def initial_ensemble(trainer: ShardTrainer, scheme: str, folder: Path) -> list[P
         if not (member / META_FILE).is_file():
             trainer.fit(index, rows, member)
         members.append(member)
+    return members
+
+
+def save_initial_ensemble(trainer: ShardTrainer, scheme: str, folder: Path,
+                          aggregate: Callable[[list[Path]], torch.nn.Module | None] | None = None,
+                          meta: dict[str, Any] | None = None) -> list[Path]:
+    """Train (or resume) the initial ensemble and write its folder, before any request."""
+    members = initial_ensemble(trainer, scheme, folder)
+    aggregator = aggregate(members) if aggregate else None
+    if trainer.accelerator.is_main_process:
+        save_ensemble(folder, members, aggregator,
+                      meta={**(meta or {}), "role": "initial", "scheme": scheme})
+    trainer.accelerator.wait_for_everyone()
     return members
 
 
