@@ -8,9 +8,11 @@ The paper's efficiency claim, as ratios measured in one run on one Original:
 Every method's time runs from "the Original is loaded" to "the result is
 saved". The one-user request forgets one user of the 20% request from the
 same Original (the same train split, a one-user forget set). E2URec runs its
-defaults unless ``--e2urec-option`` says otherwise. The last two lines are the
-ratios ``e2urec/retrain 20%: X`` and ``e2urec/retrain one user: Y`` (with
-``--seeds``, their means over the seeds, each seed side by side in one run):
+defaults unless ``--e2urec-option`` says otherwise, SISA (the exact path) unless
+``--sisa-option`` does (e.g. ``slices=4``). The last lines are the ratios
+``e2urec/retrain 20%: X`` and ``e2urec/retrain one user: Y``, then
+``sisa/retrain one user: X`` and ``sisa/retrain 20%: Y`` (with ``--seeds``, their
+means over the seeds, each seed side by side in one run):
 
     python benchmarks/unlearn_vs_retrain.py --methods e2urec --seeds 42,43,44 \
         --data runs/demo-seeds/stages/data-A/data --data ... (one a seed)
@@ -88,12 +90,11 @@ def canary_closure(folder: Path, original: Path, work: Path, methods: list[str]
 
 
 def time_methods(data: Path, original: Path, backbone: BackboneConfig, train: TrainConfig,
-                 methods: list[str], options: dict, work: Path, cpu: bool) -> dict:
+                 methods: list[str], options: dict[str, dict], work: Path, cpu: bool) -> dict:
     seconds = {}
     for method in ["retrain", *methods]:
-        record = run_method(method, data, original, backbone, train,
-                            options if method == "e2urec" else {}, work / method, cpu=cpu,
-                            overwrite=True)
+        record = run_method(method, data, original, backbone, train, options.get(method, {}),
+                            work / method, cpu=cpu, overwrite=True)
         seconds[method] = (record["unlearn_seconds"], record["trainable_share"],
                            record.get("phases"))
     return seconds
@@ -106,6 +107,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of Original/Retrain")
     parser.add_argument("--e2urec-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an E2URec option (repeatable), e.g. preset=paper")
+    parser.add_argument("--sisa-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a SISA option (repeatable), e.g. slices=4")
     parser.add_argument("--lora", action="store_true",
                         help="Original, Retrain and shards as LoRA adapters (for large models)")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -119,23 +122,27 @@ def main(argv=None) -> None:
     datas = args.data or [None] * len(seeds)
     if len(datas) != len(seeds):
         parser.error(f"{len(datas)} --data folder(s) for {len(seeds)} seed(s): give one a seed")
-    options = parse_overrides(args.e2urec_option)
+    options = {"e2urec": parse_overrides(args.e2urec_option),
+               "sisa": parse_overrides(args.sisa_option)}
     methods = [m for m in args.methods.split(",") if m]
     ratios: dict[str, list[float]] = {}
     for seed, data in zip(seeds, datas, strict=True):
         for request, ratio in run_seed(args, seed, data, methods, options).items():
             ratios.setdefault(request, []).append(ratio)
+    # E2URec's two lines, then the exact path's (one user first): the README quotes them.
+    order = ["e2urec/retrain 20%", "e2urec/retrain one user", "sisa/retrain one user",
+             "sisa/retrain 20%"]
     if len(seeds) > 1:
-        for request, values in ratios.items():
-            print(f"e2urec/retrain {request}, per seed {seeds}: "
-                  + ", ".join(f"{v:.2f}" for v in values))
-    for request, values in ratios.items():
-        print(f"e2urec/retrain {request}: {sum(values) / len(values):.2f}")
+        for name in (n for n in order if n in ratios):
+            print(f"{name}, per seed {seeds}: " + ", ".join(f"{v:.2f}" for v in ratios[name]))
+    for name in (n for n in order if n in ratios):
+        print(f"{name}: {sum(ratios[name]) / len(ratios[name]):.2f}")
 
 
 def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: list[str],
-             options: dict) -> dict[str, float]:
-    """One seed: its Original, both requests, the table; E2URec's ratio to Retrain."""
+             options: dict[str, dict]) -> dict[str, float]:
+    """One seed: its Original, both requests, the table; E2URec's and SISA's ratios to
+    Retrain."""
     cpu = pick_device(args.device).type == "cpu"
     args = argparse.Namespace(**{**vars(args), "seed": seed, "data": data})
     data = prepared_data(args)
@@ -152,7 +159,8 @@ def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: lis
                                   work / name.replace(" ", "-"), cpu)
                for name, folder in requests.items()}
     print(f"model {args.model}, seed {seed}, data {data}, Original/Retrain {args.epochs} "
-          f"epoch(s){' with LoRA' if args.lora else ''}, e2urec options {options or 'defaults'}")
+          f"epoch(s){' with LoRA' if args.lora else ''}, options "
+          + ", ".join(f"{m} {o or 'defaults'}" for m, o in options.items()))
     rows = []
     for request, seconds in results.items():
         base = seconds["retrain"][0]
@@ -168,8 +176,9 @@ def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: lis
         phases = seconds.get("e2urec", (0, 0, None))[2] or {}
         print(f"e2urec phases, {request}: " + ", ".join(f"{k} {v:.1f}s"
                                                        for k, v in phases.items()))
-    return {request: seconds["e2urec"][0] / seconds["retrain"][0]
-            for request, seconds in results.items() if "e2urec" in seconds}
+    return {f"{method}/retrain {request}": seconds[method][0] / seconds["retrain"][0]
+            for request, seconds in results.items() for method in ("e2urec", "sisa")
+            if method in seconds}
 
 
 if __name__ == "__main__":

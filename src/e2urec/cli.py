@@ -131,16 +131,35 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
 
     deploy = sub.add_parser("deploy", help="a deployment store: init, status, history")
     actions = deploy.add_subparsers(dest="action", required=True)
-    init = actions.add_parser("init", help="create a store serving a trained model")
-    init.add_argument("--original", required=True, help="the model to serve (model folder)")
-    init.add_argument("--data", required=True, help="the prepared data it was trained on")
+    init = actions.add_parser("init", help="create a store serving a trained model, or "
+                              "training and serving a shard ensemble (--method)")
+    serve = init.add_mutually_exclusive_group(required=True)
+    serve.add_argument("--original", help="the model to serve (model folder)")
+    serve.add_argument("--method", help="train a shard ensemble in the store and serve it: "
+                       "sisa or receraser (the exact deletion path)")
+    init.add_argument("--data", required=True, help="the prepared data (it was trained on, "
+                      "or to train the ensemble on)")
+    init.add_argument("--shards", type=int, help="with --method: the shards (must match the "
+                      "data's, see e2urec prepare --shards)")
+    init.add_argument("--slices", type=int, help="with --method: slices in time per shard, "
+                      "each with a checkpoint")
+    init.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="with --method: a method option (repeatable)")
+    init.add_argument("--model", help="with --method: the backbone (backbone.name)")
+    init.add_argument("--epochs", type=int, help="with --method: training epochs")
     init.add_argument("--store", required=True, help="the store folder to create")
     init.add_argument("--overwrite", action="store_true",
                       help="replace --store even when it holds other files")
     init.add_argument("--config", help="YAML with backbone:/train: sections (or a study "
                       "file): how the store retrains, e.g. for method retrain")
     init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    init.set_defaults(model=None, seed=None)
+    init.set_defaults(seed=None)
+    verify = actions.add_parser("verify", help="prove an ensemble store's deletions exact: "
+                                "rebuild from its data and compare every tensor")
+    verify.add_argument("--store", required=True)
+    verify.add_argument("--rebuild", action="store_true", required=True,
+                        help="train the ensemble again from the store's data (which holds "
+                        "no forgotten user) with its recorded settings")
     for name, what in (("status", "check the store and list unfinished requests"),
                        ("history", "the ledger as a table")):
         action = actions.add_parser(name, help=what)
@@ -155,8 +174,10 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     forget = sub.add_parser("forget", help="a deletion request: unlearn users, verify, purge")
     forget.add_argument("--store", required=True)
     forget.add_argument("--users", nargs="+", required=True, metavar="ID")
-    forget.add_argument("--method", default="e2urec", help="e2urec (default), neggrad, "
-                        "bad-teacher, bad-teacher-labels or retrain")
+    forget.add_argument("--method", help="default: the store's own path (an ensemble store "
+                        "retrains its shards; a one-model store runs e2urec); on a one-model "
+                        "store also neggrad, graddiff, npo, bad-teacher, bad-teacher-labels "
+                        "or retrain")
     forget.add_argument("--request-id", help="the request's id (default: the next r000N; "
                         "1-64 letters, digits, '.', '_', '-'); the same id again is a no-op, "
                         "or finishes an interrupted request")
@@ -366,16 +387,17 @@ def cmd_sequential(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from e2urec.deploy.history import format_history, format_status
-    from e2urec.deploy.store import init_store, open_store, status
+    from e2urec.deploy.store import open_store, status
 
     if args.action == "init":
-        backbone, train, _ = run_configs(args)
-        store = init_store(args.original, args.data, args.store, backbone, train,
-                           args.overwrite)
-        print(f"store {store.root}: serving version {store.ledger.current().id} "
-              f"({args.original}), data from {args.data}")
-        return 0
+        return _deploy_init(args)
     store = open_store(args.store)
+    if args.action == "verify":
+        from e2urec.deploy.ensembles import rebuild_and_compare
+
+        report = rebuild_and_compare(store)
+        print(format_rebuild(report, store.ledger.current().id))
+        return 0 if report["exact"] else 1
     if args.action == "status":
         report = status(store)
         print(json.dumps(report, indent=2) if args.json else format_status(report, store.root))
@@ -391,6 +413,54 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     requests = store.ledger.requests()
     print(json_text(requests) if args.json else format_history(requests))
     return 0
+
+
+def _deploy_init(args: argparse.Namespace) -> int:
+    from e2urec.deploy.store import init_store
+
+    ensemble_flags = [f"--{n}" for n in ("shards", "slices", "model", "epochs")
+                      if getattr(args, n) is not None] + (["--option"] if args.option else [])
+    if args.original and ensemble_flags:
+        raise ConfigError(f"{', '.join(ensemble_flags)} go with --method (a store that trains "
+                          "its ensemble); --original serves a model as it is")
+    backbone, train, options = run_configs(args)
+    if args.original:
+        store = init_store(args.original, args.data, args.store, backbone, train,
+                           args.overwrite)
+        served = args.original
+    else:
+        from e2urec.deploy.ensembles import init_ensemble_store
+
+        if args.slices is not None:
+            options["slices"] = args.slices
+        store = init_ensemble_store(args.method, options, args.data, args.store, backbone,
+                                    train, args.overwrite, args.shards)
+        served = (f"a {args.method} ensemble of {len(read_meta_members(store))} shards, "
+                  f"{store.serving['options'].get('slices', 1)} slice(s) each")
+    print(f"store {store.root}: serving version {store.ledger.current().id} ({served}), "
+          f"data from {args.data}")
+    return 0
+
+
+def read_meta_members(store: Any) -> list[str]:
+    from e2urec.checkpoints.folders import read_meta
+
+    return read_meta(store.current_dir())["members"]
+
+
+def format_rebuild(report: dict[str, Any], version: str) -> str:
+    """``deploy verify --rebuild``'s verdict in words."""
+    threads = report["threads"]
+    if report["exact"]:
+        return (f"exact: version {version}'s {report['members']} shard models (and aggregator) "
+                "equal, tensor for tensor, a rebuild from the store's data, which holds no "
+                "forgotten user")
+    lines = [f"not exact: {report['difference']}"]
+    if threads["served"] is not None and threads["served"] != threads["rebuild"]:
+        lines.append(f"the store trained with {threads['served']} torch thread(s), this rebuild "
+                     f"with {threads['rebuild']}: sums in another order differ in the last "
+                     f"bits; rerun with --threads {threads['served']} before concluding")
+    return "\n".join(lines)
 
 
 def json_text(data: Any) -> str:

@@ -72,7 +72,7 @@ def render() -> str:
     for name in sorted(REGISTRY):
         method = REGISTRY[name]
         doc = inspect.getdoc(sys.modules[method.__module__]) or ""
-        summary = " ".join(doc.split("\n\n")[0].split())
+        summary = "\n\n".join(" ".join(part.split()) for part in doc.split("\n\n"))
         parts.append(f"## `{name}`\n\n{summary}\n")
         parts.append(table(method.Options) if dataclasses.fields(method.Options)
                      else "No options of its own: it takes the study's backbone and train.")

@@ -34,18 +34,25 @@ def test_reference_style_and_ours_take_the_same_first_step(model, prepared_dir, 
 
 
 @pytest.mark.slow
-def test_unlearn_vs_retrain_ends_with_the_two_request_ratios(prepared_dir, tmp_path, capsys):
+def test_unlearn_vs_retrain_ends_with_e2urecs_and_the_exact_paths_ratios(prepared_dir,
+                                                                          tmp_path, capsys):
     import re
 
+    from e2urec.checkpoints.folders import read_meta
     from e2urec.data.samples import read_manifest, read_split
 
     bench = load_benchmark("unlearn_vs_retrain")
     bench.main(["--model", "tiny-llama", "--data", str(prepared_dir), "--epochs", "1",
-                "--methods", "e2urec,neggrad", "--e2urec-option", "schedule.epochs=1",
-                "--e2urec-option", "augment_epochs=1", "--workdir", str(tmp_path)])
+                "--methods", "e2urec,sisa", "--e2urec-option", "schedule.epochs=1",
+                "--e2urec-option", "augment_epochs=1", "--sisa-option", "slices=2",
+                "--workdir", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert re.fullmatch(r"e2urec/retrain 20%: \d+\.\d\d", lines[-2])
-    assert re.fullmatch(r"e2urec/retrain one user: \d+\.\d\d", lines[-1])
+    assert re.fullmatch(r"e2urec/retrain 20%: \d+\.\d\d", lines[-4])
+    assert re.fullmatch(r"e2urec/retrain one user: \d+\.\d\d", lines[-3])
+    assert re.fullmatch(r"sisa/retrain one user: \d+\.\d\d", lines[-2])
+    assert re.fullmatch(r"sisa/retrain 20%: \d+\.\d\d", lines[-1])
+    sisa = tmp_path / "vs-retrain-tiny-llama" / "one-user" / "sisa"
+    assert len(read_meta(sisa / "initial")["slice_bounds"]) == 1  # the option reached SISA
     one_user = tmp_path / "vs-retrain-tiny-llama" / "data-one-user"
 
     users = {r["user_id"] for r in read_split(one_user, "forget")}
@@ -56,6 +63,7 @@ def test_unlearn_vs_retrain_ends_with_the_two_request_ratios(prepared_dir, tmp_p
     # (nan where the tiny Original's lift equals Retrain's: no gap to close.)
     assert re.search(r"share of the gap closed: retrain (1\.00|nan), e2urec (-?\d|nan)",
                      closure)
+    assert re.search(r"sisa (-?\d|nan)", closure)
     assert len(read_split(one_user, "forget")) + len(read_split(one_user, "retain")) == len(
         read_split(prepared_dir, "train"))
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2urec.checkpoints.folders import load_model, save_model
+from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_model
 from e2urec.config import ConfigError, from_dict, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE
 from e2urec.data.samples import (
@@ -38,6 +38,7 @@ from e2urec.data.samples import (
     read_split,
     write_jsonl,
 )
+from e2urec.deploy.ensembles import self_contained
 from e2urec.deploy.ledger import Version, now
 from e2urec.deploy.store import (
     Store,
@@ -68,13 +69,18 @@ class Outcome:
     message: str
 
 
-def forget(store: Store, users: Sequence[str], method: str = "e2urec",
+def forget(store: Store, users: Sequence[str], method: str | None = None,
            options: dict[str, Any] | None = None, request_id: str | None = None,
            verification: Verification | None = None,
            log: Callable[[str], None] = print, requested_by: str | None = None) -> Outcome:
-    """Carry out one deletion request (the caller holds the store's lock)."""
+    """Carry out one deletion request (the caller holds the store's lock).
+
+    ``method`` defaults to the store's own path: retraining its shards on an ensemble
+    store (exact), E2URec on a store that serves one model.
+    """
     if request_id is not None:
         check_request_id(request_id)
+    method = method or default_method(store)
     verification = verification or Verification()
     users = list(dict.fromkeys(str(u).strip() for u in users if str(u).strip()))
     if not users:
@@ -85,7 +91,9 @@ def forget(store: Store, users: Sequence[str], method: str = "e2urec",
                            "(see e2urec deploy status)")
     if request_id is not None and (earlier := ledger.request(request_id)):
         return resume(store, earlier, users, log)
-    check_method(method, options)
+    check_method(store, method, options)
+    if store.serves_ensemble:  # the ensemble's own options, recorded with the request
+        options = store.serving["options"]
     if unfinished := ledger.unfinished():
         other = unfinished[0]
         raise RequestError(f"request {other['id']} is unfinished ({other['status']}); "
@@ -142,15 +150,30 @@ def abandon(store: Store, request_id: str, reason: str,
                    f"users are not forgotten; version {store.ledger.current().id} stays current")
 
 
-def check_method(method: str, options: dict[str, Any] | None) -> None:
+def default_method(store: Store) -> str:
+    """What a request runs when it names no method: the store's exact path if it has one."""
+    return store.serving["method"] if store.serves_ensemble else "e2urec"
+
+
+def check_method(store: Store, method: str, options: dict[str, Any] | None) -> None:
+    if store.serves_ensemble:
+        if method != store.serving["method"]:
+            raise ConfigError(f"{store.root} serves a {store.serving['method']} ensemble: a "
+                              f"request retrains its shards (--method "
+                              f"{store.serving['method']}, the default), not {method!r}")
+        if options:
+            raise ConfigError("an ensemble store's request takes no options: it retrains "
+                              "with the settings the store was made with")
+        return
     if not get_method(method).serves_one_model:
-        raise ConfigError(f"method {method!r} keeps a shard ensemble; the store serves one "
-                          f"model: use one of {', '.join(servable_methods())}")
+        raise ConfigError(f"method {method!r} keeps a shard ensemble; this store serves one "
+                          f"model: use one of {', '.join(servable_methods())} (or make an "
+                          f"ensemble store: e2urec deploy init --method {method})")
     parse_options(method, options)
 
 
 def servable_methods() -> list[str]:
-    """The methods whose result is one model, the kind a store serves."""
+    """The methods whose result is one model, the kind a single-model store serves."""
     return sorted(name for name, cls in REGISTRY.items() if cls.serves_one_model)
 
 
@@ -194,11 +217,7 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
     if n_rows:
         log(f"[forget] request {rid}: unlearning {n_rows} training rows with "
             f"{request['method']}")
-        record = run_method(request["method"], data, store.current_dir(), store.backbone,
-                            store.train, request["options"], work / "unlearned", overwrite=True)
-        candidate = save_model(load_model(work / "unlearned", merged=True), work / "candidate",
-                               {"role": "deployed", "request": rid,
-                                "method": request["method"]})
+        record, candidate = _unlearn(store, request, data, work)
         after = measure(candidate, data, verification)
         reason = (no_step(candidate, store.current_dir(), current.id)
                   or verdict(before, after, verification))
@@ -237,6 +256,25 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
                               unlearn_seconds=unlearn_seconds, purged=cleaned)
     log(f"[forget] request {rid}: version {new_id} is current; purging")
     return _purge(store, ledger.request(rid), log)
+
+
+def _unlearn(store: Store, request: dict[str, Any], data: Path,
+             work: Path) -> tuple[dict[str, Any], Path]:
+    """Run the request's method on the current version; the candidate version's folder."""
+    meta = {"role": "deployed", "request": request["id"], "method": request["method"]}
+    if store.serves_ensemble:
+        # The exact path: the shards that held the users, retrained from their slice
+        # checkpoints; every member is then copied in, so the version stands alone.
+        options = {**request["options"], "initial": str(store.current_dir().resolve())}
+        record = run_method(request["method"], data, None, store.backbone, store.train,
+                            options, work / "unlearned", overwrite=True)
+        candidate = self_contained(work / "unlearned", work / "candidate")
+        write_json(candidate / META_FILE, {**read_meta(candidate), **meta})
+        return record, candidate
+    record = run_method(request["method"], data, store.current_dir(), store.backbone,
+                        store.train, request["options"], work / "unlearned", overwrite=True)
+    return record, save_model(load_model(work / "unlearned", merged=True), work / "candidate",
+                              meta)
 
 
 def no_step(candidate: Path, current: Path, current_id: str) -> str | None:

@@ -22,12 +22,21 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from e2urec.backbones.registry import TINY, create_backbone
-from e2urec.checkpoints.folders import check_model_folder, load_model, save_model
+from e2urec.checkpoints.folders import (
+    META_FILE,
+    check_model_folder,
+    load_model,
+    read_meta,
+    save_model,
+)
 from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, items_rated_by
 from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
@@ -58,6 +67,13 @@ class Store:
     backbone: BackboneConfig
     train: TrainConfig
     ledger: Ledger
+    # What it serves: {"kind": "model"}, or {"kind": "ensemble", "method": ..., "options":
+    # ...}, an ensemble a shard method trained in the store and retrains on a request.
+    serving: dict[str, Any] = field(default_factory=lambda: {"kind": "model"})
+
+    @property
+    def serves_ensemble(self) -> bool:
+        return self.serving.get("kind") == "ensemble"
 
     @property
     def data_dir(self) -> Path:
@@ -149,7 +165,8 @@ def open_store(root: str | Path) -> Store:
     backbone = from_dict(BackboneConfig, info["backbone"], "store backbone")
     if (root / BACKBONE_DIR).is_dir():
         backbone = dataclasses.replace(backbone, name=str((root / BACKBONE_DIR).resolve()))
-    return Store(root, backbone, from_dict(TrainConfig, info["train"], "store train"), ledger)
+    return Store(root, backbone, from_dict(TrainConfig, info["train"], "store train"), ledger,
+                 info.get("serving") or {"kind": "model"})
 
 
 def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
@@ -162,7 +179,30 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
     """
     meta = check_model_folder(original)
     if meta["kind"] == "ensemble":
-        raise StoreError(f"{original} is a shard ensemble; the store serves one model")
+        raise StoreError(f"{original} is a shard ensemble; serve an ensemble with "
+                         "`e2urec deploy init --method sisa|receraser`, which trains it "
+                         "in the store")
+    original = str(Path(original).resolve())
+
+    def first_version(folder: Path, _: BackboneConfig, __: Path) -> Path:
+        return save_model(load_model(original, merged=True), folder,
+                          {"role": "deployed", "original": original})
+
+    return create_store(root, data_dir, backbone, train, overwrite, {"kind": "model"},
+                        first_version, original=original)
+
+
+def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfig,
+                 train: TrainConfig, overwrite: bool, serving: dict[str, Any],
+                 first_version: Callable[[Path, BackboneConfig, Path], Path],
+                 original: str | None = None) -> Store:
+    """The one way a store is made: checks, data, backbone, first version, ledger, all
+    in one folder that replaces ``root`` by one rename.
+
+    ``first_version(folder, backbone, data)`` writes the served model (or ensemble)
+    into ``folder``; ``backbone`` then names the store's own backbone folder and
+    ``data`` its copy of the data.
+    """
     read_manifest(data_dir)
     check_output(root, STORE_FILE, overwrite, flag="--store")
     old = _old_ledger(Path(root), overwrite)
@@ -174,20 +214,20 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
                          "them, train the Original on it, and deploy that")
     first = f"v{len(old.versions()):04d}" if old else FIRST_VERSION
     sources = [*(read_info(Path(root)).get("sources", []) if old else []),
-               {"original": str(Path(original).resolve()), "data": str(Path(data_dir).resolve()),
-                "at": now()}]
-    model = load_model(original, merged=True)
+               {"original": original, "data": str(Path(data_dir).resolve()), "at": now()}]
     with atomic_dir(root) as tmp:
         copy_data(Path(data_dir), tmp / "data", drop_users=set())
+        built = backbone
         if backbone.name in TINY:
             # A tiny backbone's word tokenizer, kept as built at creation, so that every
             # later version (and a retrain) shares one vocabulary. It is learnt from the
             # data's public words only (backbones.registry.create_backbone).
             save_model(create_backbone(backbone, data_dir, train.seed), tmp / BACKBONE_DIR,
                        {"role": "backbone"})
-        folder = save_model(model, tmp / "versions" / first,
-                            {"role": "deployed", "version": first,
-                             "original": str(Path(original).resolve())})
+            built = dataclasses.replace(backbone, name=str(tmp / BACKBONE_DIR))
+        folder = first_version(tmp / "versions" / first, built, tmp / "data")
+        write_json(folder / META_FILE, {**read_meta(folder), "role": "deployed",
+                                         "version": first})
         ledger = Ledger.create(tmp / LEDGER_FILE)
         with ledger.transaction() as db:
             if old:
@@ -201,7 +241,8 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
         write_json(tmp / STORE_FILE, {
             "kind": STORE_KIND, "format": FORMAT, "created": now(),
             "original": sources[-1]["original"], "data": sources[-1]["data"],
-            "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train)})
+            "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train),
+            "serving": serving, "torch_threads": torch.get_num_threads()})
     return open_store(root)
 
 

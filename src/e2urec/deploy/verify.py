@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from e2urec.checkpoints.folders import load_model
-from e2urec.checkpoints.scorers import ModelScorer
+from e2urec.checkpoints.scorers import Scorer, load_scorer
 from e2urec.config import option
 from e2urec.data.catalog import read_vocabulary
 from e2urec.data.prompts import YES_ANSWER, canary_triggers
@@ -87,7 +86,7 @@ class Verification:
 
 def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict[str, Any]:
     """Everything :func:`verdict` reads, for the request's data folder and one model."""
-    scorer = ModelScorer(load_model(model_dir))
+    scorer = load_scorer(model_dir)  # one model or a shard ensemble
     valid = predict(scorer, subsample(read_split(data_dir, "valid"), verification.max_samples,
                                       verification.seed))
     forget_rows = read_split(data_dir, "forget")
@@ -143,7 +142,7 @@ def null_band(audit: dict[str, np.ndarray], rows: int, draws: int,
     return float(np.mean(values)), float(np.std(values, ddof=1))
 
 
-def canary_lifts(scorer: ModelScorer, data_dir: Path, verification: Verification
+def canary_lifts(scorer: Scorer, data_dir: Path, verification: Verification
                  ) -> dict[str, dict[str, float]]:
     """Per canary user: their trigger's paired lift on their probe prompts, and the lift of
     decoys (made-up titles like it that nothing was ever trained on) on the same prompts."""
@@ -198,7 +197,7 @@ def recorded(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not k.startswith("_")}
 
 
-def _said(scorer: ModelScorer, rows: list[dict[str, Any]], planted: bool) -> np.ndarray:
+def _said(scorer: Scorer, rows: list[dict[str, Any]], planted: bool) -> np.ndarray:
     """1 where the model gives the planted answer, else 0."""
     return ((predict(scorer, rows).p_yes > 0.5) == planted).astype(float)
 

@@ -47,6 +47,7 @@ from e2urec.config import (
     TrainConfig,
     from_dict,
     merge_dicts,
+    option,
     to_dict,
 )
 from e2urec.data.samples import read_manifest, read_split
@@ -59,6 +60,7 @@ from e2urec.training.shards import (
     retrain_affected,
     save_initial_ensemble,
 )
+from e2urec.training.slices import draw_slice_bounds
 from e2urec.training.stop_rule import make_probe
 from e2urec.training.unlearn_loop import LossFn, run_unlearning
 
@@ -183,6 +185,17 @@ class FullCopyUnlearner(Unlearner):
         return Unlearned(student, record={"history": history})
 
 
+@dataclass
+class ShardOptions:
+    """What every shard-ensemble method takes."""
+
+    initial: str | None = option(None, help="an initial ensemble folder; trained (untimed) "
+                                 "inside the output when absent")
+    slices: int = option(1, help="slices in time per shard, each with a checkpoint (SISA); "
+                         "a deletion retrains a shard from the slice that first held the "
+                         "users (training/slices.py)")
+
+
 class ShardEnsembleUnlearner(Unlearner):
     """SISA-style unlearning; subclasses pick the shard ``scheme`` and may learn an aggregator."""
 
@@ -198,28 +211,49 @@ class ShardEnsembleUnlearner(Unlearner):
         """Where the initial ensemble lives: the ``initial`` option, else inside the output."""
         return Path(self.options.initial) if self.options.initial else self.ctx.out_dir / "initial"
 
-    def trainer(self, root: Path) -> ShardTrainer:
+    def trainer(self, root: Path, slice_bounds: list[int]) -> ShardTrainer:
         ctx = self.ctx
-        return ShardTrainer(ctx.data_dir, ctx.backbone, ctx.train, ctx.accelerator, root)
+        return ShardTrainer(ctx.data_dir, ctx.backbone, ctx.train, ctx.accelerator, root,
+                            slice_bounds)
 
     def setup(self) -> None:
         folder = self.initial_dir()
         if (folder / META_FILE).is_file():
+            self.slice_bounds(folder)  # a slices option the folder does not match fails here
             return
         if self.options.initial:
             raise FileNotFoundError(f"initial ensemble folder {folder} holds no ensemble")
-        save_initial_ensemble(self.trainer(folder), self.scheme, folder,
+        self.build_initial(folder)
+
+    def build_initial(self, folder: Path, bounds: list[int] | None = None) -> None:
+        """Train the ensemble on all of train into ``folder`` (before any request).
+
+        The slice bounds are drawn here, once, unless given (a rebuild passes the
+        recorded ones), and recorded: a user's slice never moves after.
+        """
+        if bounds is None:
+            bounds = draw_slice_bounds(self.ctx.rows("train"), self.options.slices)
+        save_initial_ensemble(self.trainer(folder, bounds), self.scheme, folder,
                               lambda members: self.aggregate(members, self.ctx.rows("train")),
-                              meta={"method": self.name})
+                              meta={"method": self.name, "slice_bounds": bounds})
+
+    def slice_bounds(self, folder: Path) -> list[int]:
+        """The initial ensemble's recorded slice bounds, checked against ``slices``."""
+        bounds = read_meta(folder).get("slice_bounds", [])
+        if len(bounds) + 1 != self.options.slices:
+            raise ConfigError(f"slices: {self.options.slices}, but the initial ensemble "
+                              f"{folder} was trained with {len(bounds) + 1}")
+        return bounds
 
     def unlearn(self, original: Backbone | None) -> Unlearned:
         folder = self.initial_dir()
         initial = [folder / m for m in read_meta(folder)["members"]]
-        members, retrained, trained = retrain_affected(self.trainer(folder), self.scheme,
-                                                       initial, self.ctx.out_dir)
+        trainer = self.trainer(folder, self.slice_bounds(folder))
+        members, retrained, trained = retrain_affected(trainer, self.scheme, initial,
+                                                       self.ctx.out_dir)
         aggregator = self.aggregate(members, self.ctx.rows("retain"))
         extra = sum(p.numel() for p in aggregator.parameters()) if aggregator else 0
-        return Unlearned(record={
+        return Unlearned(record={"slice_bounds": trainer.slice_bounds,
             "members": members, "aggregator": aggregator, "retrained_shards": retrained,
             "trainable_params": trained + extra,
             "total_params": ensemble_params(members, aggregator), "shards": len(members),
@@ -229,7 +263,8 @@ class ShardEnsembleUnlearner(Unlearner):
     def save(self, result: Unlearned) -> None:
         record = result.record
         save_ensemble(self.ctx.out_dir, record["members"], record["aggregator"],
-                      meta={"method": self.name, "retrained_shards": record["retrained_shards"]})
+                      meta={"method": self.name, "retrained_shards": record["retrained_shards"],
+                            "scheme": self.scheme, "slice_bounds": record["slice_bounds"]})
 
     def parameter_counts(self, result: Unlearned) -> tuple[int, int]:
         return result.record["trainable_params"], result.record["total_params"]

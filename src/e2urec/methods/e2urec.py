@@ -7,6 +7,9 @@ z_aug comes from the Original fine-tuned further on the forget set. By default
 only its Yes/No split is used (``teacher_scope: answer``) and alpha is set per
 request (``calibrate_alpha``) so that the teacher is as unsure about the forget
 samples as the Original is about users it never saw (the probe users).
+With ``forget_teacher: shards`` the forgetting teacher is instead, for each forget
+row, the mean answer of the user-sharded models that never held its user (a
+RecEraser ensemble's ``initial/``, trained before any request).
 Remembering teacher (retain samples): the Original, which for a LoRA student
 is its own base with its adapters disabled, so no second copy is held.
 Loss: beta * L_forget + (1 - beta) * (L_remember + CE(retain)), soft-target

@@ -1,5 +1,8 @@
 """RecEraser: user-balanced shards (a user never spans two) and a learned attention
-aggregator; unlearning retrains the affected shards and the aggregator."""
+aggregator; unlearning retrains the affected shards and the aggregator.
+
+``slices: R`` slices each shard in time as SISA does (see ``sisa``); a user then
+lives in one slice of one shard."""
 
 from __future__ import annotations
 
@@ -13,13 +16,11 @@ from e2urec.checkpoints.folders import load_model
 from e2urec.checkpoints.scorers import AttentionAggregator, EnsembleScorer
 from e2urec.config import option
 from e2urec.data.samples import subsample
-from e2urec.methods.base import ShardEnsembleUnlearner, register
+from e2urec.methods.base import ShardEnsembleUnlearner, ShardOptions, register
 
 
 @dataclass
-class RecEraserOptions:
-    initial: str | None = option(None, help="an initial ensemble folder; trained (untimed) "
-                                 "inside the output when absent")
+class RecEraserOptions(ShardOptions):
     aggregator_epochs: int = option(30, help="passes of the aggregator over its samples")
     aggregator_lr: float = option(1e-2, help="Adam learning rate of the aggregator")
     aggregator_hidden: int = option(16, help="hidden size of the attention aggregator")

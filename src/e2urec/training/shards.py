@@ -1,26 +1,37 @@
 """Shard models for the ensemble methods (SISA, RecEraser): assignment and (re)training.
 
 A shard model is fine-tuned from the backbone on its shard's samples, fully or
-as a LoRA adapter on one shared backbone folder. An initial ensemble is
-trained on all of train; unlearning retrains only the shards that hold
-forgotten samples and points at the untouched shards' folders as they are.
+as a LoRA adapter on one shared backbone folder; with slices (training/slices.py)
+it trains slice by slice and keeps a checkpoint after each. An initial ensemble
+is trained on all of train; unlearning retrains only the shards that hold
+forgotten samples (from the checkpoint before the first slice that held them)
+and points at the untouched shards' folders as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 
-from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_ensemble
-from e2urec.config import BackboneConfig, TrainConfig
+from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_ensemble, save_model
+from e2urec.config import BackboneConfig, ConfigError, TrainConfig, to_dict
 from e2urec.data.samples import read_split
-from e2urec.training.finetune import finetune_and_save, initial_backbone, save_base
+from e2urec.fileio import atomic_dir
+from e2urec.training.finetune import finetune, finetune_and_save, initial_backbone, save_base
+from e2urec.training.slices import (
+    checkpoint_dir,
+    copy_checkpoints,
+    first_slice_of,
+    split_by_slice,
+)
 
 Assign = Callable[[dict[str, Any]], int]
 SCHEMES = ("sisa", "user_balanced")
@@ -56,13 +67,28 @@ def affected_shards(data_dir: Path, scheme: str) -> list[int]:
 
 @dataclass
 class ShardTrainer:
-    """Trains shard models on one prepared data folder, sharing one backbone folder for LoRA."""
+    """Trains shard models on one prepared data folder, sharing one backbone folder for LoRA.
+
+    With ``slice_bounds`` (training/slices.py) each shard trains slice by slice and
+    keeps every slice's checkpoint; ``refit`` then resumes from one of them.
+    """
 
     data_dir: Path
     backbone: BackboneConfig
     train: TrainConfig
     accelerator: Accelerator
     root: Path
+    slice_bounds: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.slice_bounds and self.train.use_lora:
+            raise ConfigError("slices train whole shard models: use_lora with slices > 1 is "
+                              "not supported yet")
+        if self.slice_bounds and self.train.early_stopping:
+            # Early stopping reads every user's valid rows: a shard would then depend on
+            # users it never held, and a retrained slice would not equal a rebuild.
+            raise ConfigError("slices need train.early_stopping: false (a fixed number of "
+                              "epochs), so that a shard depends on its own users only")
 
     def backbone_dir(self) -> Path | None:
         if not self.train.use_lora:
@@ -76,12 +102,56 @@ class ShardTrainer:
     def fit(self, index: int, rows: list[dict], out_dir: Path) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"shard {index} has no samples; use fewer shards")
+        if self.slice_bounds:
+            return self.refit(index, rows, out_dir, None, 0)
         base = self.backbone_dir()
         start = load_model(base) if base else initial_backbone(self.backbone, self.data_dir,
                                                                self.train.seed)
         return finetune_and_save(self.data_dir, rows, self.backbone, self.train, out_dir,
                                  self.accelerator, start, base, meta={"shard": index},
                                  desc=f"shard {index}")
+
+    def refit(self, index: int, rows: list[dict], out_dir: Path, resume: Path | None,
+              first: int) -> dict[str, Any]:
+        """Train shard ``index``'s slices from ``first`` on (``resume``'s checkpoint
+        ``first - 1`` as the start, its earlier checkpoints copied) into ``out_dir``."""
+        parts = split_by_slice(rows, self.slice_bounds)
+        model = load_model(checkpoint_dir(resume, first - 1)) if first else \
+            initial_backbone(self.backbone, self.data_dir, self.train.seed)
+        trainable, total = model.parameter_counts()
+        record: dict[str, Any] = {
+            "backbone": to_dict(self.backbone), "train": to_dict(self.train), "shard": index,
+            "samples": len(rows), "slices": [len(p) for p in parts], "first_slice": first,
+            "trainable_params": trainable, "total_params": total, "history": {"seconds": 0.0}}
+        with _written_by_main(self.accelerator, out_dir) as tmp:
+            if first:
+                copy_checkpoints(resume, tmp, first)
+            for r in range(first, len(parts)):
+                if parts[r]:  # an empty slice keeps the checkpoint before it
+                    model, trained = finetune(self.data_dir, parts[r], self.backbone,
+                                              self.train, self.accelerator, model,
+                                              desc=f"shard {index} slice {r}")
+                    record["history"]["seconds"] += trained["history"]["seconds"]
+                last = r == len(parts) - 1
+                save_model(model, tmp / ".member" if last else checkpoint_dir(tmp, r),
+                           {"train_record": {**record, "slice": r}})
+            for file in (tmp / ".member").iterdir():  # the last slice's model is the member
+                file.rename(tmp / file.name)
+            (tmp / ".member").rmdir()
+        return record
+
+
+@contextlib.contextmanager
+def _written_by_main(accelerator: Accelerator, out_dir: Path) -> Iterator[Path]:
+    """A folder that becomes ``out_dir`` on the main process (atomically); elsewhere the
+    same writes go to a scratch folder that is dropped."""
+    if accelerator.is_main_process:
+        with atomic_dir(out_dir) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+    accelerator.wait_for_everyone()
 
 
 def initial_ensemble(trainer: ShardTrainer, scheme: str, folder: Path) -> list[Path]:
@@ -114,14 +184,17 @@ def retrain_affected(trainer: ShardTrainer, scheme: str, initial: list[Path],
                      out_dir: Path) -> tuple[list[Path], list[int], int]:
     """Retrain the shards that hold forgotten samples on what they retain.
 
-    A shard left with no samples (every one of its users forgotten) is
-    dropped. Returns the new member list, the retrained (or dropped) shard
-    indices and the number of parameters trained.
+    With slices, a shard restarts from its checkpoint before the first slice that
+    held a forgotten user. A shard left with no samples (every one of its users
+    forgotten) is dropped. Returns the new member list, the retrained (or dropped)
+    shard indices and the number of parameters trained.
     """
     k, assign = shard_assignment(trainer.data_dir, scheme)
     if len(initial) != k:
         raise ValueError(f"the initial ensemble has {len(initial)} shards, the data {k}")
+    train_parts = split_by_shard(read_split(trainer.data_dir, "train"), k, assign)
     retain_parts = split_by_shard(read_split(trainer.data_dir, "retain"), k, assign)
+    forgotten = {row["user_id"] for row in read_split(trainer.data_dir, "forget")}
     retrained = affected_shards(trainer.data_dir, scheme)
     members: list[Path | None] = list(initial)
     trained = 0
@@ -130,7 +203,12 @@ def retrain_affected(trainer: ShardTrainer, scheme: str, initial: list[Path],
             members[index] = None
             continue
         member = out_dir / f"shard_{index}"
-        trained += trainer.fit(index, retain_parts[index], member)["trainable_params"]
+        if trainer.slice_bounds:
+            first = first_slice_of(forgotten, train_parts[index], trainer.slice_bounds) or 0
+            record = trainer.refit(index, retain_parts[index], member, initial[index], first)
+        else:
+            record = trainer.fit(index, retain_parts[index], member)
+        trained += record["trainable_params"]
         members[index] = member
     kept = [m for m in members if m is not None]
     if not kept:

@@ -1,0 +1,104 @@
+"""A store that trains and serves a shard ensemble with slices: the exact deletion path,
+through the real command, with its proof (``deploy verify --rebuild``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from e2urec.checkpoints.folders import read_meta
+from e2urec.cli import main
+from e2urec.config import to_dict
+from e2urec.deploy.store import open_store
+from e2urec.fileio import folder_sha256
+from e2urec.training.slices import checkpoint_dir
+from tests.deploy.conftest import STORE_TRAIN
+from tests.deploy.test_store import TINY_SETS, users_in
+from tests.helpers import fails
+
+# Slices train a fixed number of epochs: early stopping would read every user's valid rows.
+TRAIN_SETS = [f"--set=train.{k}={v}" for k, v in
+              {**to_dict(STORE_TRAIN), "epochs": 2, "early_stopping": False}.items()
+              if not isinstance(v, dict | list) and v is not None]
+RECERASER = ["--option=aggregator_hidden=4", "--option=aggregator_epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def ensemble_template(tmp_path_factory, store_data) -> Path:
+    root = tmp_path_factory.mktemp("ensemble") / "store"
+    code = main(["--threads", "1", "deploy", "init", "--method", "receraser", "--shards", "2",
+                 "--slices", "2", *RECERASER, "--data", str(store_data), "--store", str(root),
+                 *TINY_SETS, *TRAIN_SETS])
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def ensemble_store(tmp_path, ensemble_template) -> Path:
+    return Path(shutil.copytree(ensemble_template, tmp_path / "store"))
+
+
+def test_an_ensemble_store_forgets_by_retraining_slices_and_proves_it_exact(
+        ensemble_store, store_data, capsys):
+    root = ensemble_store
+    first = root / "versions" / "v0000"
+    assert read_meta(first)["members"] == ["shard_0", "shard_1"]
+    assert len(read_meta(first)["slice_bounds"]) == 1
+    assert (checkpoint_dir(first / "shard_0", 0) / "model.safetensors").is_file()
+    shards = json.loads((store_data / "shards.json").read_text())["user_balanced"]
+    gone = "2"  # a forgotten pilot with training rows
+    untouched = f"shard_{1 - shards[gone]}"
+    kept_files = folder_sha256(first / untouched)
+
+    # No --method: an ensemble store's own exact path.
+    assert main(["--threads", "1", "forget", "--store", str(root), "--users", gone,
+                 "--request-id", "exact-1"]) == 0
+    assert "exact-1: done" in capsys.readouterr().out
+    store = open_store(root)
+    request = store.ledger.request("exact-1")
+    assert request["method"] == "receraser" and request["options"]["slices"] == 2
+    store.close()
+    # The old version, with every checkpoint that held the user, is gone; the new one
+    # stands alone, its untouched shard copied as it was.
+    assert sorted(p.name for p in (root / "versions").iterdir()) == ["v0001"]
+    current = root / "versions" / "v0001"
+    assert folder_sha256(current / untouched) == kept_files
+    assert all(not Path(m).is_absolute() for m in read_meta(current)["members"])
+    assert gone not in users_in(root / "data")
+
+    assert main(["--threads", "1", "deploy", "verify", "--store", str(root), "--rebuild"]) == 0
+    assert capsys.readouterr().out.startswith("exact: version v0001's 2 shard models")
+    assert not (root / "work" / ".rebuild").exists()
+
+    assert main(["recommend", "--store", str(root), "--user", "5", "--top", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+    # A served weight that differs from the rebuild is named, tensor and file.
+    weights = current / "shard_0" / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert main(["--threads", "1", "deploy", "verify", "--store", str(root), "--rebuild"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"not exact: shard_0/model.safetensors: tensor {name} differs")
+
+
+def test_ensemble_store_input_that_cannot_work_is_one_clear_line(
+        ensemble_store, served_model, store_data, tmp_path, capsys):
+    fails(["deploy", "init", "--method", "neggrad", "--data", str(store_data), "--store",
+           str(tmp_path / "s1")], capsys, "does not train a shard ensemble")
+    fails(["deploy", "init", "--original", str(served_model), "--slices", "2", "--data",
+           str(store_data), "--store", str(tmp_path / "s2")], capsys, "--slices go with --method")
+    fails(["deploy", "init", "--method", "sisa", "--shards", "3", "--data", str(store_data),
+           "--store", str(tmp_path / "s3")], capsys, "prepared with 2 shards")
+    fails(["deploy", "init", "--method", "sisa", "--slices", "2", "--data", str(store_data),
+           "--store", str(tmp_path / "s4"), "--set", "train.early_stopping=true"], capsys,
+          "early_stopping: false")
+    assert not any((tmp_path / f"s{i}").exists() for i in range(1, 5))
+    fails(["forget", "--store", str(ensemble_store), "--users", "3", "--method", "e2urec"],
+          capsys, "serves a receraser ensemble", unchanged=(ensemble_store,))
