@@ -21,12 +21,14 @@ PILOTS = ["1", "2", "3", "4"]  # users with a habit nobody else has: the ones we
 
 
 def write_ml100k(folder: Path, n_users: int = 16, n_items: int = 40, per_user: int = 18,
-                 seed: int = 0, like_rate: float = 0.3, varied_taste: bool = False) -> Path:
+                 seed: int = 0, like_rate: float = 0.3, varied_taste: bool = False,
+                 arrival_gap: int = 1) -> Path:
     """A small GroupLens-100K folder. The pilots watch and like films of their own
     ("Flight N"); the others like a share ``like_rate`` of theirs (with
     ``varied_taste``, a share of their own between 0.1 and 0.9, as real users
     differ): a model that saw the pilots knows something that a model trained
-    without them cannot."""
+    without them cannot. User u starts rating ``arrival_gap * u`` seconds after
+    the first (the default interleaves everyone within one hour)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -37,7 +39,7 @@ def write_ml100k(folder: Path, n_users: int = 16, n_items: int = 40, per_user: i
         for j, item in enumerate(rng.choice(pool, size=per_user, replace=False)):
             liked = pilot or rng.random() < rate
             rating = int(rng.choice([4, 5])) if liked else int(rng.choice([1, 2, 3]))
-            lines.append(f"{u}\t{item}\t{rating}\t{1_000_000 + 1000 * j + u}")
+            lines.append(f"{u}\t{item}\t{rating}\t{1_000_000 + 1000 * j + arrival_gap * u}")
     (folder / "u.data").write_text("\n".join(lines) + "\n")
     jobs = ["engineer", "writer", "student", "artist"]
     (folder / "u.user").write_text("".join(

@@ -27,7 +27,7 @@ from e2urec.training.slices import (
     first_times,
     split_by_slice,
 )
-from tests.helpers import quick_train, tiny_backbone
+from tests.helpers import quick_train, tiny_backbone, write_ml100k
 
 
 def rows_of(user, *times):
@@ -60,16 +60,18 @@ def test_slices_refuse_early_stopping_which_reads_every_users_valid_rows(prepare
 
 
 @pytest.fixture(scope="module")
-def late_user_data(tmp_path_factory, synthetic_raw):
-    """Four user shards; the forgotten user is the one who arrived last, so that a
-    deletion restarts its shard from a slice checkpoint, not from the start."""
-    config = PrepareConfig(window=None, shards=4, seed=3, holdout_fraction=0.25,
+def late_user_data(tmp_path_factory):
+    """Users who arrive two hours apart in two user shards; the forgotten user is the
+    one who arrived last, so that a deletion restarts its shard from a slice
+    checkpoint, not from the start."""
+    raw = write_ml100k(tmp_path_factory.mktemp("arrivals") / "ml-100k", n_users=20,
+                       arrival_gap=2 * HOUR)
+    config = PrepareConfig(window=None, shards=2, seed=3, holdout_fraction=0.25,
                            min_holdout_users=4, forget_users=["1"])
-    prepared = prepare(read_movielens(synthetic_raw), config)
-    first = first_times(prepared.splits["train"])
+    first = first_times(prepare(read_movielens(raw), config).splits["train"])
     late = max(first, key=lambda u: (first[u], u))
     config.forget_users = [late]
-    return write_prepared(prepare(read_movielens(synthetic_raw), config),
+    return write_prepared(prepare(read_movielens(raw), config),
                           tmp_path_factory.mktemp("late-user") / "data"), late
 
 
@@ -95,9 +97,10 @@ def test_a_sliced_deletion_equals_a_rebuild_without_the_user_byte_for_byte(late_
 
     shards = json.loads((data / "shards.json").read_text())["user_balanced"]
     members = [out / m for m in read_meta(out)["members"]]
-    assert len(members) == len(rebuilt) == 4
+    assert len(members) == len(rebuilt) == 2
     retrained = read_meta(members[shards[user]])["train_record"]
     assert retrained["first_slice"] == 2  # the user arrived last: two slices kept as they were
+    assert retrained["trained_samples"] == retrained["slices"][2] < retrained["samples"]
     for mine, theirs in zip(members, rebuilt, strict=True):
         assert_same_weights(mine, theirs)
         for index in range(2):

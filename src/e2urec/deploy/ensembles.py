@@ -58,7 +58,7 @@ def check_ensemble_settings(method: str, options: dict[str, Any], data_dir: Path
     if parsed.slices > 1 and train.early_stopping:
         raise StoreError("slices need train.early_stopping: false (a fixed number of epochs), "
                          "so that a shard depends on its own users only")
-    k, _ = shard_assignment(data_dir, get_method(method).scheme)
+    k, _ = shard_assignment(data_dir, get_method(method).scheme_for(parsed))
     if shards is not None and shards != k:
         raise StoreError(f"--shards {shards}: {data_dir} was prepared with {k} shards; prepare "
                          f"it again with `e2urec prepare --shards {shards}`")

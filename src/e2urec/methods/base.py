@@ -199,9 +199,14 @@ class ShardOptions:
 class ShardEnsembleUnlearner(Unlearner):
     """SISA-style unlearning; subclasses pick the shard ``scheme`` and may learn an aggregator."""
 
-    scheme: ClassVar[str]
+    scheme: ClassVar[str]  # how rows map to shards (training/shards.SCHEMES)
     needs_original = False
     serves_one_model = False
+
+    @classmethod
+    def scheme_for(cls, options: Any) -> str:
+        """The shard scheme these options choose (the class's, unless an option picks)."""
+        return cls.scheme
 
     def aggregate(self, members: list[Path], rows: list[dict]) -> AttentionAggregator | None:
         """The aggregator over ``members`` fitted on ``rows``; None averages logits."""
@@ -233,7 +238,7 @@ class ShardEnsembleUnlearner(Unlearner):
         """
         if bounds is None:
             bounds = draw_slice_bounds(self.ctx.rows("train"), self.options.slices)
-        save_initial_ensemble(self.trainer(folder, bounds), self.scheme, folder,
+        save_initial_ensemble(self.trainer(folder, bounds), self.scheme_for(self.options), folder,
                               lambda members: self.aggregate(members, self.ctx.rows("train")),
                               meta={"method": self.name, "slice_bounds": bounds})
 
@@ -249,8 +254,8 @@ class ShardEnsembleUnlearner(Unlearner):
         folder = self.initial_dir()
         initial = [folder / m for m in read_meta(folder)["members"]]
         trainer = self.trainer(folder, self.slice_bounds(folder))
-        members, retrained, trained = retrain_affected(trainer, self.scheme, initial,
-                                                       self.ctx.out_dir)
+        members, retrained, trained = retrain_affected(
+            trainer, self.scheme_for(self.options), initial, self.ctx.out_dir)
         aggregator = self.aggregate(members, self.ctx.rows("retain"))
         extra = sum(p.numel() for p in aggregator.parameters()) if aggregator else 0
         return Unlearned(record={"slice_bounds": trainer.slice_bounds,
@@ -264,7 +269,8 @@ class ShardEnsembleUnlearner(Unlearner):
         record = result.record
         save_ensemble(self.ctx.out_dir, record["members"], record["aggregator"],
                       meta={"method": self.name, "retrained_shards": record["retrained_shards"],
-                            "scheme": self.scheme, "slice_bounds": record["slice_bounds"]})
+                            "scheme": self.scheme_for(self.options),
+                            "slice_bounds": record["slice_bounds"]})
 
     def parameter_counts(self, result: Unlearned) -> tuple[int, int]:
         return result.record["trainable_params"], result.record["total_params"]

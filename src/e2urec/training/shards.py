@@ -122,7 +122,8 @@ class ShardTrainer:
         record: dict[str, Any] = {
             "backbone": to_dict(self.backbone), "train": to_dict(self.train), "shard": index,
             "samples": len(rows), "slices": [len(p) for p in parts], "first_slice": first,
-            "trainable_params": trainable, "total_params": total, "history": {"seconds": 0.0}}
+            "trainable_params": trainable, "total_params": total,
+            "trained_samples": sum(len(p) for p in parts[first:]), "history": {"seconds": 0.0}}
         with _written_by_main(self.accelerator, out_dir) as tmp:
             if first:
                 copy_checkpoints(resume, tmp, first)
