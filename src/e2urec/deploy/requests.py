@@ -379,6 +379,8 @@ def request_data(data_dir: Path, users: Sequence[str], out: Path) -> Path:
         write_json(tmp / "manifest.json", request_manifest)
         if (data_dir / VOCABULARY_FILE).is_file():
             shutil.copy2(data_dir / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
+        if (data_dir / "shards.json").is_file():  # where the users' rows sit (exact path)
+            shutil.copy2(data_dir / "shards.json", tmp / "shards.json")
         if (data_dir / ITEMS_FILE).is_file():  # the catalogue, for the ranking metrics
             shutil.copy2(data_dir / ITEMS_FILE, tmp / ITEMS_FILE)
             write_jsonl(tmp / USERS_FILE, [u for u in read_json_lines(data_dir / USERS_FILE,
