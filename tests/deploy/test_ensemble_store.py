@@ -102,3 +102,17 @@ def test_ensemble_store_input_that_cannot_work_is_one_clear_line(
     assert not any((tmp_path / f"s{i}").exists() for i in range(1, 5))
     fails(["forget", "--store", str(ensemble_store), "--users", "3", "--method", "e2urec"],
           capsys, "serves a receraser ensemble", unchanged=(ensemble_store,))
+
+
+def test_the_latency_benchmark_times_both_kinds_of_store_on_the_same_users(
+        ensemble_template, template_store, capsys):
+    import re
+
+    from tests.benchmarks.test_unlearn_speed import load_benchmark
+
+    load_benchmark("recommend_latency").main(
+        ["--stores", f"{template_store},{ensemble_template}", "--users", "2", "--top", "3"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(" single " in line and " 1 " in line for line in lines)
+    assert any(" ensemble " in line and " 2 " in line for line in lines)
+    assert re.fullmatch(r"ensemble/single recommend: \d+\.\d\d", lines[-1])

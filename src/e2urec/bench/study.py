@@ -323,6 +323,10 @@ GAP_KEYS = {"forget_auc": "gap_closed_forget_auc", "mia_auc": "gap_closed_mia_au
             "canary_lift": "gap_closed_canary"}
 EXTRA_GAP_KEYS = {"canary_success": "gap_closed_canary_success"}  # the earlier canary figure
 CLOSURE_BAND = (0.7, 1.3)  # where a method lands close to Retrain; above it, it forgot past
+# An Original-to-Retrain gap smaller than this is inside the noise of the measure (about
+# two standard errors of an AUC over the bench's 400 rows a side): no share of it can be
+# read, so that closure is NaN (and left out of the means) rather than a ratio of noise.
+MIN_GAP = 0.05
 
 
 def canary_lift(canary: dict[str, float] | None) -> float | None:
@@ -344,7 +348,7 @@ def add_gap_closed(rows: list[dict[str, Any]]) -> None:
         for key, closed in {**GAP_KEYS, **EXTRA_GAP_KEYS}.items():
             start, goal, value = (by_name["original"].get(key), by_name["retrain"].get(key),
                                   row.get(key))
-            usable = None not in (start, goal, value) and abs(start - goal) > 1e-9
+            usable = None not in (start, goal, value) and abs(start - goal) >= MIN_GAP
             row[closed] = (start - value) / (start - goal) if usable else float("nan")
         row["gap_closed_mean"] = _nanmean([row[k] for k in GAP_KEYS.values()])
         row["over_forgot"] = over_forgot(row)
@@ -371,8 +375,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r.get(key) for r in group]
             if key == "seed" or not all(_is_number(v) for v in values):
                 continue
-            array = np.array(values, dtype=float)
-            row[f"{key}_mean"] = float(np.mean(array))
+            # A seed without a value (NaN: e.g. a closure of a gap inside the noise) is
+            # left out of its mean and spread.
+            array = np.array([v for v in values if not math.isnan(v)], dtype=float)
+            row[f"{key}_mean"] = float(np.mean(array)) if len(array) else float("nan")
             row[f"{key}_std"] = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
         if method not in REFERENCE_MODELS:
             row["over_forgot"] = over_forgot(row, "_mean")
@@ -449,7 +455,9 @@ LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are dist
           "canary is the planted answer's rate with the trigger (without it in brackets); "
           "closed is the share of the Original-to-Retrain gap a method closed on forget AUC / "
           "MIA AUC / canary lift (1 = Retrain; ! marks a value outside 0.7-1.3, above it the "
-          "method forgot past Retrain, as visible to an auditor as remembering); HR@10 and "
+          "method forgot past Retrain, as visible to an auditor as remembering; a seed whose "
+          "gap is under 0.05, inside the measure's noise, has none and is left out of the "
+          "mean); HR@10 and "
           "NDCG@10 rank a liked test movie among 99 movies its user never rated.")
 COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
            ("forget_auc", "forget AUC"),
