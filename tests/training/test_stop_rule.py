@@ -5,10 +5,8 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from e2urec.training.stop_rule import (
-    Closest,
     StopRule,
     auc_floor,
     auc_standard_error,
@@ -34,7 +32,7 @@ def test_a_gap_inside_its_noise_is_unlearned_all_the_same():
     small = check(0, 0.02, 0.01, 0.01, se=0.2)
     assert nothing_to_unlearn(small, StopRule()) is None
     half = check(4, 0.01, 0.005, 0.005, se=0.2)
-    assert decide(half, small, StopRule()) is None  # half closed: go on
+    assert decide(half, small, small, StopRule()) is None  # half closed: go on
 
 
 def test_only_a_start_with_no_open_measure_takes_no_step():
@@ -48,35 +46,31 @@ def test_only_a_start_with_no_open_measure_takes_no_step():
 def test_it_goes_on_until_every_measure_reaches_the_aim():
     rule = StopRule(noise_z=100)
     before = check(4, 0.2, 0.1, 0.05)  # half of each gap closed
-    assert decide(before, START, rule) is None
+    assert decide(before, START, START, rule) is None
     assert before["mean_share"] == pytest.approx(0.5)
-    assert before["distance"] == pytest.approx(0.5)
     # The loss is past the probe users' level and the mean is past 1, but the ranking lags.
     lagging = check(8, -0.2, 0.04, 0.0)
-    assert decide(lagging, START, rule) is None and lagging["mean_share"] > 1
-    assert "every measure's share closed reached 1" in decide(check(12, 0.0, 0.0, 0.0),
-                                                              START, rule)
-    assert decide(check(12, 0.0, 0.0, 0.0), START, StopRule(aim=1.2)) is None
+    assert decide(lagging, before, START, rule) is None and lagging["mean_share"] > 1
+    reached = check(12, 0.0, 0.0, 0.0)
+    why, keep_previous = decide(reached, lagging, START, rule)
+    assert not keep_previous and "every measure's share closed reached 1" in why
+    assert decide(check(12, 0.0, 0.0, 0.0), lagging, START, StopRule(aim=1.2)) is None
 
 
-def test_the_run_keeps_the_check_closest_to_the_aim_not_the_last_one():
+@pytest.mark.parametrize("previous_share,current_share,keeps_previous", [
+    (0.9, 1.4, True),    # the step before lies closer to the aim
+    (0.6, 1.05, False),  # the check that reached it lies closer
+])
+def test_it_keeps_whichever_of_the_last_two_checks_lies_closer_to_the_aim(
+        previous_share, current_share, keeps_previous):
     def at(step, share):
-        point = check(step, *(g * (1 - share) for g in (0.4, 0.2, 0.1)), se=1.0)
-        decide(point, START, StopRule(noise_z=100))
-        return point
+        return check(step, *(g * (1 - share) for g in (0.4, 0.2, 0.1)), se=1.0)
 
-    model = torch.nn.Linear(2, 1)
-    closest = Closest(START, model, StopRule())
-    assert closest.point is START and closest.distance == pytest.approx(1.0)
-    for step, share in [(4, 0.6), (8, 0.95), (12, 1.4), (16, 0.7)]:
-        with torch.no_grad():
-            model.weight.fill_(step)
-        closest.offer(at(step, share), model)
-    # Step 8 (0.05 from the aim) beats the later overshoot (0.4) and the fall back (0.3).
-    assert closest.point["step"] == 8
-    # Its state was copied when offered: later steps did not change it.
-    assert torch.equal(closest.state["weight"], torch.full((1, 2), 8.0))
-    assert closest.distance == pytest.approx(0.05)
+    previous = at(4, previous_share)
+    decide(previous, START, START, StopRule(noise_z=100))
+    why, keep = decide(at(8, current_share), previous, START, StopRule(noise_z=100))
+    assert keep is keeps_previous
+    assert f"kept step {4 if keeps_previous else 8}" in why
 
 
 def test_one_measure_past_its_target_beyond_noise_stops_the_run_before_the_mean_arrives():
@@ -84,10 +78,10 @@ def test_one_measure_past_its_target_beyond_noise_stops_the_run_before_the_mean_
     # The membership attack is past the probe users' level by 2.4 standard errors; the
     # other two have closed a tenth.
     point = check(4, 0.36, 0.18, -0.12)
-    why = decide(point, START, rule)
+    why, _ = decide(point, START, START, rule)
     assert point["mean_share"] < 1 and "membership past the probe users' level" in why
     # Past by less than its noise: not yet an overshoot.
-    assert decide(check(4, 0.36, 0.18, -0.05), START, rule) is None
+    assert decide(check(4, 0.36, 0.18, -0.05), START, START, rule) is None
 
 
 def test_the_probe_auc_guard_allows_the_aucs_own_noise_and_no_less_than_the_tolerance():

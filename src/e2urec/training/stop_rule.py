@@ -35,7 +35,6 @@ from sklearn.metrics import roc_auc_score
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import AnswerTokens, answer_logits, p_yes
 from e2urec.config import ConfigError, option
-from e2urec.training.loop import trainable_state
 from e2urec.training.losses import per_sample_ce
 
 Batch = dict[str, torch.Tensor]
@@ -197,40 +196,23 @@ def nothing_to_unlearn(start: dict[str, Any], stop: StopRule) -> str | None:
             f"{start['membership_auc']:.4f}; nothing to unlearn")
 
 
-def decide(point: dict[str, Any], start: dict[str, Any], stop: StopRule) -> str | None:
-    """At a check: None to go on, else why the run stops.
-
-    Records the check's shares closed and its distance from the aim; which check
-    the run keeps is :class:`Closest`'s choice.
-    """
+def decide(point: dict[str, Any], previous: dict[str, Any], start: dict[str, Any],
+           stop: StopRule) -> tuple[str, bool] | None:
+    """At a check: None to go on, else (why it stops, whether to keep ``previous``)."""
     shares = shares_closed(point, start)
     point["shares"] = shares
     point["mean_share"] = mean_share(shares)
-    point["distance"] = distance_from_aim(shares, stop.aim)
     past = overshot(point, start, stop.noise_z)
     measured = [s for s in shares.values() if math.isfinite(s)]
     reached = bool(measured) and all(s >= stop.aim for s in measured)
-    if past:
-        return (f"{', '.join(past)} past the probe users' level by more than "
-                f"{stop.noise_z:g} standard errors at step {point['step']}")
-    if reached:
-        return f"every measure's share closed reached {stop.aim:g} at step {point['step']}"
-    return None
-
-
-class Closest:
-    """The check closest to the aim so far (mean distance of its shares), with its state.
-
-    A run keeps it whenever it stops: the aim reached, an overshoot, the probe-AUC
-    guard or the budget's end. The start counts as a check (every share 0).
-    """
-
-    def __init__(self, start: dict[str, Any], model: torch.nn.Module, stop: StopRule) -> None:
-        self.point, self.state = start, trainable_state(model)
-        self.distance = distance_from_aim(shares_closed(start, start), stop.aim)
-
-    def offer(self, point: dict[str, Any], model: torch.nn.Module) -> None:
-        """Take ``point`` and copy ``model``'s state if it lies closer to the aim."""
-        if point.get("distance", math.inf) < self.distance:
-            self.point, self.state, self.distance = point, trainable_state(model), \
-                point["distance"]
+    if not past and not reached:
+        return None
+    before = distance_from_aim(previous.get("shares") or shares_closed(previous, start),
+                               stop.aim)
+    keep_previous = before < distance_from_aim(shares, stop.aim)
+    why = (f"{', '.join(past)} past the probe users' level by more than {stop.noise_z:g} "
+           f"standard errors" if past else
+           f"every measure's share closed reached {stop.aim:g}")
+    kept = previous["step"] if keep_previous else point["step"]
+    return f"{why} at step {point['step']}; kept step {kept}, the closer to the aim", \
+        keep_previous

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from e2urec.backbones.registry import Backbone
 from e2urec.config import ConfigError, option
+from e2urec.training.loop import trainable_state
 from e2urec.training.stop_rule import (
-    Closest,
     Probe,
     StopRule,
     auc_floor,
@@ -123,8 +123,9 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         _finish(history, model, backbone, accelerator, 0)
         return stopped_before_start(start, reason)
     floor = auc_floor(start, stop) if start is not None else -math.inf
-    watching = probe is not None and stop.kind != "none"
-    closest = Closest(start, accelerator.unwrap_model(model), stop) if watching else None
+    previous, previous_state = start, None
+    if probe is not None and stop.kind != "none":
+        previous_state = trainable_state(accelerator.unwrap_model(model))
     step = 0
     steps_per_epoch = len(forget_data)
     # A fractional epoch count (the reference's step budget) ends mid-epoch.
@@ -151,19 +152,22 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
             if probe is None or (step % stop.check_every and step < total_steps):
                 continue
             point = evaluate(step, epoch)
-            if not watching:
+            if stop.kind == "none":
                 continue
             inner = accelerator.unwrap_model(model)
             if point["probe_auc"] < floor:
-                why = f"probe AUC {point['probe_auc']:.4f} fell below {floor:.4f} at step {step}"
-                return _keep_closest(history, closest, why, model, backbone, accelerator, step)
-            why = decide(point, start, stop)
-            closest.offer(point, inner)
-            if why:
-                return _keep_closest(history, closest, why, model, backbone, accelerator, step)
-    if watching:
-        why = f"the budget of {total_steps} steps ran out"
-        return _keep_closest(history, closest, why, model, backbone, accelerator, step)
+                inner.load_state_dict(previous_state, strict=False)
+                history["stopped"] = f"probe AUC {point['probe_auc']:.4f} fell below " \
+                                     f"{floor:.4f}: restored step {previous['step']}"
+                history["kept_step"] = previous["step"]
+                return _finish(history, model, backbone, accelerator, step)
+            if verdict := decide(point, previous, start, stop):
+                history["stopped"], keep_previous = verdict
+                if keep_previous:
+                    inner.load_state_dict(previous_state, strict=False)
+                history["kept_step"] = previous["step"] if keep_previous else step
+                return _finish(history, model, backbone, accelerator, step)
+            previous, previous_state = point, trainable_state(inner)
     return _finish(history, model, backbone, accelerator, step)
 
 
@@ -178,17 +182,6 @@ def measure_before_unlearning(backbone: Backbone, probe: Probe, device: torch.de
 def stopped_before_start(start: dict[str, Any], reason: str) -> dict[str, Any]:
     """The history of a run that took no step: its one measurement and why."""
     return {"steps": [], "evaluations": [start], "stopped": reason, "total_steps": 0}
-
-
-def _keep_closest(history, closest: Closest, why: str, model, backbone, accelerator,
-                  step: int) -> dict[str, Any]:
-    """Stop: restore the check closest to the aim (unless it is the current state)."""
-    kept = closest.point["step"]
-    if kept != step:
-        accelerator.unwrap_model(model).load_state_dict(closest.state, strict=False)
-    history["stopped"] = f"{why}; kept step {kept}, the check closest to the aim"
-    history["kept_step"] = kept
-    return _finish(history, model, backbone, accelerator, step)
 
 
 def _finish(history, model, backbone, accelerator, step) -> dict[str, Any]:
