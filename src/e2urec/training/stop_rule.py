@@ -43,10 +43,7 @@ MEASURES = ("loss", "ranking", "membership")
 
 @dataclass
 class StopRule:
-    """When an unlearning run stops: where the forget rows stand as the probe users do.
-
-    Whenever it stops it keeps the check closest to the aim (:class:`Closest`).
-    """
+    """When an unlearning run stops: where the forget rows stand as the probe users do."""
 
     kind: Literal["membership", "none"] = option(
         "membership", help="membership: stop when the forget rows stand where the probe "
@@ -58,9 +55,9 @@ class StopRule:
                         "this (1: the probe users' level)")
     noise_z: float = option(2.0, help="overshoot guard: stop once a measure is past its "
                             "target by more than this many standard errors")
-    auc_tolerance: float = option(0.01, help="stop (keeping the closest check before) if "
-                                  "probe AUC falls more than this (or its noise, if larger) "
-                                  "below its start")
+    auc_tolerance: float = option(0.01, help="restore the previous check and stop if probe "
+                                  "AUC falls more than this (or its noise, if larger) below "
+                                  "its start")
 
     def validate(self) -> None:
         if self.check_every < 1 or self.probe_size < 2 or self.aim <= 0:
