@@ -21,6 +21,7 @@ means over the seeds, each seed side by side in one run):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_common_args, pick_device, prepared_data, print_table
 
-from e2urec.bench.study import canary_lift
+from e2urec.bench.study import canary_lift, load_study
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import BackboneConfig, TrainConfig, parse_overrides
 from e2urec.data.samples import read_manifest, read_split, write_jsonl
@@ -109,6 +110,8 @@ def main(argv=None) -> None:
                         help="an E2URec option (repeatable), e.g. preset=paper")
     parser.add_argument("--sisa-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a SISA option (repeatable), e.g. slices=4")
+    parser.add_argument("--config", help="a study YAML whose backbone and train sections "
+                        "(the demo's recipe) replace --model, --epochs and --lora")
     parser.add_argument("--lora", action="store_true",
                         help="Original, Retrain and shards as LoRA adapters (for large models)")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -151,6 +154,9 @@ def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: lis
     backbone = BackboneConfig(name=args.model)
     train = TrainConfig(epochs=args.epochs, seed=seed, use_lora=args.lora,
                         lr=1e-3 if args.model.startswith("tiny-") else 2e-4)
+    if args.config:  # the study's recipe, so the Original is the one its bench trains
+        study = load_study(args.config)
+        backbone, train = study.backbone, dataclasses.replace(study.train, seed=seed)
     original = work / "original"
     if not (original / "e2urec_model.json").is_file():
         train_split(data, "train", backbone, train, original)
@@ -158,8 +164,8 @@ def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: lis
     results = {name: time_methods(folder, original, backbone, train, methods, options,
                                   work / name.replace(" ", "-"), cpu)
                for name, folder in requests.items()}
-    print(f"model {args.model}, seed {seed}, data {data}, Original/Retrain {args.epochs} "
-          f"epoch(s){' with LoRA' if args.lora else ''}, options "
+    print(f"model {backbone.name}, seed {seed}, data {data}, Original/Retrain {train.epochs} "
+          f"epoch(s){' with LoRA' if train.use_lora else ''}, options "
           + ", ".join(f"{m} {o or 'defaults'}" for m, o in options.items()))
     rows = []
     for request, seconds in results.items():
