@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from e2urec.bench.sequential import load_sequential
-from e2urec.bench.study import Stages, load_study, method_stage_key, run_study
+from e2urec.bench.study import MIN_GAP, Stages, load_study, method_stage_key, run_study
 from e2urec.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -48,9 +48,12 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
         assert "gap_closed_forget_auc" in rows["neggrad"]
         assert "gap_closed_canary" not in rows["original"]
         original, retrain = rows["original"], rows["retrain"]
-        closed = (original["forget_auc"] - rows["sisa"]["forget_auc"]) / (
-            original["forget_auc"] - retrain["forget_auc"])
-        assert rows["sisa"]["gap_closed_forget_auc"] == pytest.approx(closed)
+        gap = original["forget_auc"] - retrain["forget_auc"]
+        closed = (original["forget_auc"] - rows["sisa"]["forget_auc"]) / gap
+        if abs(gap) >= MIN_GAP:
+            assert rows["sisa"]["gap_closed_forget_auc"] == pytest.approx(closed)
+        else:  # the smoke's tiny Original may not open a gap past the noise
+            assert math.isnan(rows["sisa"]["gap_closed_forget_auc"])
     values = [row["test_auc"] for row in per_seed if row["method"] == "neggrad"]
     assert summary["neggrad"]["test_auc_mean"] == pytest.approx(sum(values) / 2)
     assert summary["neggrad"]["test_auc_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
