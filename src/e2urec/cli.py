@@ -429,23 +429,19 @@ def _deploy_init(args: argparse.Namespace) -> int:
                            args.overwrite)
         served = args.original
     else:
+        from e2urec.checkpoints.folders import read_meta
         from e2urec.deploy.ensembles import init_ensemble_store
 
         if args.slices is not None:
             options["slices"] = args.slices
         store = init_ensemble_store(args.method, options, args.data, args.store, backbone,
                                     train, args.overwrite, args.shards)
-        served = (f"a {args.method} ensemble of {len(read_meta_members(store))} shards, "
+        members = read_meta(store.current_dir())["members"]
+        served = (f"a {args.method} ensemble of {len(members)} shards, "
                   f"{store.serving['options'].get('slices', 1)} slice(s) each")
     print(f"store {store.root}: serving version {store.ledger.current().id} ({served}), "
           f"data from {args.data}")
     return 0
-
-
-def read_meta_members(store: Any) -> list[str]:
-    from e2urec.checkpoints.folders import read_meta
-
-    return read_meta(store.current_dir())["members"]
 
 
 def format_rebuild(report: dict[str, Any], version: str) -> str:

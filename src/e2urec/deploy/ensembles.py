@@ -30,7 +30,7 @@ from e2urec.methods.base import (
     parse_options,
 )
 from e2urec.training.loop import make_accelerator
-from e2urec.training.shards import shard_assignment
+from e2urec.training.shards import check_slice_training, shard_assignment
 
 REBUILD_DIR = ".rebuild"  # inside work/: never a request id (they start with a letter or digit)
 AGGREGATOR_FILE = "aggregator.safetensors"
@@ -55,9 +55,7 @@ def check_ensemble_settings(method: str, options: dict[str, Any], data_dir: Path
     if train.use_lora:
         raise StoreError("a store's ensemble trains whole shard models: LoRA shards (adapters "
                          "on a pretrained base) are not served yet")
-    if parsed.slices > 1 and train.early_stopping:
-        raise StoreError("slices need train.early_stopping: false (a fixed number of epochs), "
-                         "so that a shard depends on its own users only")
+    check_slice_training(train, parsed.slices)
     k, _ = shard_assignment(data_dir, get_method(method).scheme_for(parsed))
     if shards is not None and shards != k:
         raise StoreError(f"--shards {shards}: {data_dir} was prepared with {k} shards; prepare "

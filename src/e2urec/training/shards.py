@@ -65,6 +65,18 @@ def affected_shards(data_dir: Path, scheme: str) -> list[int]:
     return sorted({assign(row) for row in read_split(data_dir, "forget")})
 
 
+def check_slice_training(train: TrainConfig, slices: int) -> None:
+    """Refuse a training recipe that sliced shards cannot keep exact (one clear line)."""
+    if slices > 1 and train.use_lora:
+        raise ConfigError("slices train whole shard models: use_lora with slices > 1 is "
+                          "not supported yet")
+    if slices > 1 and train.early_stopping:
+        # Early stopping reads every user's valid rows: a shard would then depend on
+        # users it never held, and a retrained slice would not equal a rebuild.
+        raise ConfigError("slices need train.early_stopping: false (a fixed number of "
+                          "epochs), so that a shard depends on its own users only")
+
+
 @dataclass
 class ShardTrainer:
     """Trains shard models on one prepared data folder, sharing one backbone folder for LoRA.
@@ -81,14 +93,7 @@ class ShardTrainer:
     slice_bounds: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.slice_bounds and self.train.use_lora:
-            raise ConfigError("slices train whole shard models: use_lora with slices > 1 is "
-                              "not supported yet")
-        if self.slice_bounds and self.train.early_stopping:
-            # Early stopping reads every user's valid rows: a shard would then depend on
-            # users it never held, and a retrained slice would not equal a rebuild.
-            raise ConfigError("slices need train.early_stopping: false (a fixed number of "
-                              "epochs), so that a shard depends on its own users only")
+        check_slice_training(self.train, len(self.slice_bounds) + 1)
 
     def backbone_dir(self) -> Path | None:
         if not self.train.use_lora:
