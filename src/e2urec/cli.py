@@ -386,12 +386,18 @@ def cmd_sequential(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from e2urec.deploy.history import format_history, format_status
-    from e2urec.deploy.store import open_store, status
+    from e2urec.deploy.store import open_store
 
     if args.action == "init":
         return _deploy_init(args)
-    store = open_store(args.store)
+    with open_store(args.store) as store:
+        return _deploy_action(args, store)
+
+
+def _deploy_action(args: argparse.Namespace, store: Any) -> int:
+    from e2urec.deploy.history import format_history, format_status
+    from e2urec.deploy.store import status
+
     if args.action == "verify":
         from e2urec.deploy.ensembles import rebuild_and_compare
 
@@ -439,8 +445,9 @@ def _deploy_init(args: argparse.Namespace) -> int:
         members = read_meta(store.current_dir())["members"]
         served = (f"a {args.method} ensemble of {len(members)} shards, "
                   f"{store.serving['options'].get('slices', 1)} slice(s) each")
-    print(f"store {store.root}: serving version {store.ledger.current().id} ({served}), "
-          f"data from {args.data}")
+    with store:
+        print(f"store {store.root}: serving version {store.ledger.current().id} ({served}), "
+              f"data from {args.data}")
     return 0
 
 
@@ -488,8 +495,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Verification)
              if getattr(args, f.name) is not None}
     verification = from_dict(Verification, flags, "verification")
-    store = open_store(args.store)
-    with folder_lock(store.root, "request", wait=args.wait, log=_log):
+    with open_store(args.store) as store, folder_lock(store.root, "request", wait=args.wait,
+                                                      log=_log):
         outcome = forget(store, args.users, args.method, options, args.request_id,
                          verification, log=_log, requested_by=args.requested_by)
     prefix = f"{outcome.request_id}: " if outcome.request_id else ""
@@ -501,12 +508,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from e2urec.deploy.recommend import recommend
     from e2urec.deploy.store import open_store
 
-    store = open_store(args.store)
-    ranked = recommend(store, args.user, args.top)
+    with open_store(args.store) as store:
+        ranked = recommend(store, args.user, args.top)
+        version = store.ledger.current().id
     if args.json:
         print(json.dumps(ranked, indent=2))
         return 0
-    print(f"top {len(ranked)} for user {args.user} (version {store.ledger.current().id}):")
+    print(f"top {len(ranked)} for user {args.user} (version {version}):")
     for row in ranked:
         print(f"{row['rank']:>3}. {row['p_yes']:.3f}  {row['title']}")
     return 0

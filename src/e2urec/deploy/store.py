@@ -91,6 +91,15 @@ class Store:
     def close(self) -> None:
         self.ledger.close()
 
+    # A store used in a `with` closes its ledger on the way out, so that SQLite folds the
+    # write-ahead log back into the ledger file then, not whenever the connection is
+    # collected (which would change the file under a later, read-only command).
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def check_request_id(request_id: str) -> None:
     """A request id that cannot name anything but a folder of its own in ``work/``."""
