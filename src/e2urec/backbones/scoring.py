@@ -10,6 +10,7 @@ slot 0 is the answer position that scores Yes/No.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,11 +64,9 @@ class Encoder:
         tok = self.tokenizer
         prompts = tok([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
         answers = tok([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]
-        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        bos = [tok.bos_token_id] if self.family == "causal" and tok.bos_token_id is not None \
-            else []
+        bos, eos = self._bos(), self._eos()
         suffix = eos if self.family == "seq2seq" else []
-        room = self.max_prompt_tokens - len(bos) - len(suffix)
+        room = self._room()
         features = []
         for index, (row, prompt, answer) in enumerate(zip(rows, prompts, answers, strict=True)):
             prompt = prompt[-room:]  # keep the question, drop the oldest history
@@ -76,12 +75,72 @@ class Encoder:
                              "label": int(row["label"])})
         return features
 
+    def _bos(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return [bos] if self.family == "causal" and bos is not None else []
+
+    def _eos(self) -> list[int]:
+        eos = self.tokenizer.eos_token_id
+        return [eos] if eos is not None else []
+
+    def _room(self) -> int:
+        """Prompt tokens a row keeps, besides its BOS (causal) or EOS (seq2seq)."""
+        return self.max_prompt_tokens - len(self._bos()) - \
+            (len(self._eos()) if self.family == "seq2seq" else 0)
+
     def batches(self, rows: Sequence[dict[str, Any]], batch_size: int,
                 first_slot_only: bool = True) -> Iterator[dict[str, torch.Tensor]]:
         """``rows`` encoded and collated, ``batch_size`` at a time, in order."""
         features = self.encode(rows)
         for start in range(0, len(features), batch_size):
             yield self.collate(features[start:start + batch_size], first_slot_only)
+
+    def split_prefix(self, rows: Sequence[dict[str, Any]]
+                     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """``rows`` (causal prompts that differ only near their end, e.g. one user's
+        prompt asked about many movies) as their shared token prefix ``[1, P]`` and
+        features of the remainders (each at least one token) for :meth:`collate`.
+
+        Prefix plus remainder are exactly the tokens each prompt encodes to on its
+        own: the text is cut at the last space before the prompts differ and each
+        side tokenised once, which is checked on the first prompt; a tokenizer that
+        merges across that space, or a prompt long enough to be cut, takes the
+        slow way (every prompt encoded whole, split at their longest shared tokens).
+        """
+        if self.family != "causal":
+            raise ValueError("a shared prefix is read ahead only by causal models")
+        texts = [r["prompt"] for r in rows]
+        cut = texts[0].rfind(" ", 0, len(os.path.commonprefix(texts)))
+        split = self._split_at_space(rows, cut) if cut > 0 else None
+        return split if split is not None else self._split_tokens(rows)
+
+    def _split_at_space(self, rows: Sequence[dict[str, Any]], cut: int
+                        ) -> tuple[torch.Tensor, list[dict[str, Any]]] | None:
+        tok = self.tokenizer
+        texts = [r["prompt"] for r in rows]
+        head = tok(texts[0][:cut], add_special_tokens=False)["input_ids"]
+        tails = tok([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
+        whole = tok(texts[0], add_special_tokens=False)["input_ids"]
+        bos, eos = self._bos(), self._eos()
+        if whole != head + tails[0] or len(head) + max(map(len, tails)) > self._room():
+            return None
+        answers = {a: tok(a, add_special_tokens=False)["input_ids"] + eos
+                   for a in {r["answer"] for r in rows}}
+        features = [{"index": i, "prompt": tail, "answer": answers[row["answer"]],
+                     "label": int(row["label"])}
+                    for i, (row, tail) in enumerate(zip(rows, tails, strict=True))]
+        return torch.tensor([bos + head], dtype=torch.long), features
+
+    def _split_tokens(self, rows: Sequence[dict[str, Any]]
+                      ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        features = self.encode(rows)
+        prompts = [f["prompt"] for f in features]
+        shared = min(len(p) for p in prompts) - 1
+        first = prompts[0]
+        for prompt in prompts[1:]:
+            shared = next((i for i in range(shared) if prompt[i] != first[i]), shared)
+        tails = [{**f, "prompt": f["prompt"][shared:]} for f in features]
+        return torch.tensor([first[:shared]], dtype=torch.long), tails
 
     def collate(self, features: Sequence[dict[str, Any]], first_slot_only: bool = False
                 ) -> dict[str, torch.Tensor]:

@@ -16,6 +16,11 @@ from safetensors.torch import load_file
 
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import AnswerTokens, Encoder, answer_logits, yes_no_logits
+from e2urec.backbones.shared_prefix import (
+    PrefixState,
+    read_prefix,
+    tail_answer_logits,
+)
 from e2urec.checkpoints.folders import CheckpointError, check_model_folder, load_model
 
 
@@ -25,6 +30,12 @@ class Scorer(Protocol):
     def encoder(self) -> Encoder: ...
 
     def slot_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def read_prefix(self, prefix_ids: torch.Tensor) -> Any:
+        """State that :meth:`tail_slot_logits` continues from (causal models only)."""
+        ...
+
+    def tail_slot_logits(self, state: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     def to(self, device: torch.device) -> Scorer: ...
 
@@ -42,6 +53,13 @@ class ModelScorer:
 
     def slot_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return answer_logits(self.backbone.model, batch)[:, 0]
+
+    def read_prefix(self, prefix_ids: torch.Tensor) -> PrefixState:
+        return read_prefix(self.backbone.model, prefix_ids)
+
+    def tail_slot_logits(self, state: PrefixState, batch: dict[str, torch.Tensor]
+                         ) -> torch.Tensor:
+        return tail_answer_logits(self.backbone.model, state, batch)
 
     def to(self, device):
         self.backbone.model.to(device)
@@ -102,6 +120,14 @@ class EnsembleScorer:
 
     def slot_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.combine(self.member_logits(batch))
+
+    def read_prefix(self, prefix_ids: torch.Tensor) -> list[PrefixState]:
+        return [read_prefix(m.model, prefix_ids) for m in self.members]
+
+    def tail_slot_logits(self, state: list[PrefixState], batch: dict[str, torch.Tensor]
+                         ) -> torch.Tensor:
+        return self.combine(torch.stack([tail_answer_logits(m.model, prefix, batch) for m, prefix
+                                         in zip(self.members, state, strict=True)], dim=1))
 
     def to(self, device):
         for member in self.members:

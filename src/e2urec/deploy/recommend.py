@@ -11,7 +11,7 @@ from e2urec.data.catalog import read_catalog
 from e2urec.data.prompts import YES_ANSWER
 from e2urec.data.samples import read_manifest
 from e2urec.deploy.store import Store
-from e2urec.evaluation.predict import predict
+from e2urec.evaluation.predict import predict_groups
 from e2urec.fileio import folder_sha256
 
 
@@ -19,7 +19,7 @@ class RecommendError(ValueError):
     """No recommendation can be made for this user; the message says why."""
 
 
-def recommend(store: Store, user: str, top: int = 10, batch_size: int = 64,
+def recommend(store: Store, user: str, top: int = 10, batch_size: int = 32,
               device: torch.device | None = None) -> list[dict[str, Any]]:
     """The ``top`` movies ``user`` has not rated, by the current version's P(yes)."""
     forgotten = store.ledger.forgotten()
@@ -43,7 +43,8 @@ def recommend(store: Store, user: str, top: int = 10, batch_size: int = 64,
     items = catalog.unrated(user)
     rows = [{"prompt": catalog.prompt(user, item), "answer": YES_ANSWER, "label": 1}
             for item in items]
-    scores = predict(load_scorer(store.current_dir()), rows, batch_size, device=device).p_yes
+    scores = predict_groups(load_scorer(store.current_dir()), [rows], batch_size,
+                            device=device)[0]
     order = sorted(range(len(items)), key=lambda i: (-scores[i], i))[:top]
     return [{"rank": r + 1, "item_id": items[i], "title": catalog.titles[items[i]],
              "p_yes": float(scores[i])} for r, i in enumerate(order)]

@@ -44,8 +44,9 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
                                desc=f"eval {split}")
         results[split] = utility(preds[split].labels, preds[split].p_yes)
     if "test" in splits and ranking_positives != 0:
-        ranked = ranking(scorer, data_dir, max_positives=ranking_positives,
-                         batch_size=batch_size, device=device)
+        # Ranking reads each prompt's shared prefix once; its batches of short
+        # continuations are larger than a split's (ranking's own default).
+        ranked = ranking(scorer, data_dir, max_positives=ranking_positives, device=device)
         if ranked is not None:
             results["ranking"] = ranked
     if "forget" in preds:

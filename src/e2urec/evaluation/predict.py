@@ -57,3 +57,40 @@ def predict(scorer: Scorer, rows: Sequence[dict[str, Any]], batch_size: int = 64
     labels = np.array([int(r["label"]) for r in rows])
     return Predictions(torch.cat(probs).numpy(), labels, torch.cat(losses).numpy(),
                        torch.cat(kept) if keep_logits else None)
+
+
+@torch.no_grad()
+def predict_groups(scorer: Scorer, groups: Sequence[Sequence[dict[str, Any]]],
+                   batch_size: int = 32, device: torch.device | None = None
+                   ) -> list[np.ndarray]:
+    """P(yes) of every row, group by group, for groups whose prompts differ only near
+    their end (one user's prompt asked about many movies).
+
+    A causal scorer reads each group's shared prefix once and then only the
+    remainders, shortest first, ``batch_size`` at a time (small batches of near
+    lengths pad least; on the demo model 32 ran 1.5x faster than 256): the same
+    numbers as :func:`predict` up to float rounding, at a fraction of the work.
+    Other scorers fall back to :func:`predict`.
+    """
+    device = device or torch.device("cpu")
+    scorer.to(device).eval()
+    encoder = scorer.encoder()
+    if encoder.family != "causal":
+        flat = [row for group in groups for row in group]
+        scores = predict(scorer, flat, batch_size, device=device).p_yes
+        return np.split(scores, np.cumsum([len(g) for g in groups])[:-1])
+    out = []
+    for group in groups:
+        prefix_ids, tails = encoder.split_prefix(group)
+        state = scorer.read_prefix(prefix_ids.to(device))
+        # Shortest first, so that a batch pads its rows to a near length.
+        order = sorted(range(len(tails)), key=lambda i: len(tails[i]["prompt"]))
+        scores = torch.empty(len(tails))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = encoder.collate([tails[i] for i in chunk], first_slot_only=True)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = scorer.tail_slot_logits(state, batch).float()
+            scores[chunk] = p_yes(logits, encoder.tokens).cpu()
+        out.append(scores.numpy())
+    return out
