@@ -3,6 +3,8 @@ shared prefix read once, side by side in one run on the same candidates.
 
     python benchmarks/ranking_speed.py --data runs/demo/stages/data-*/data \
         --models runs/demo/stages/original-*/model,runs/demo/stages/method-sisa-*/model
+    python benchmarks/ranking_speed.py --data DATA --models smollm2-135m \
+        --positives 3 --negatives 19
 
 For each model the table gives the seconds of both ways, their ratio, the
 largest difference in P(yes) over all candidates, and HR@10 / NDCG@10 of
@@ -36,14 +38,16 @@ def main(argv=None) -> None:
     parser.add_argument("--models", required=True, help="comma-separated model folders "
                         "(a model, an adapter or a shard ensemble)")
     parser.add_argument("--positives", type=int, default=100,
-                        help="liked test samples, each against 99 unrated movies")
+                        help="liked test samples")
+    parser.add_argument("--negatives", type=int, default=99,
+                        help="unrated movies each liked one is ranked against")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="rows a batch when every prompt is scored whole (the old way)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
     read_manifest(args.data)
     device = pick_device(args.device)
-    groups = candidate_groups(args.data, max_positives=args.positives)
+    groups = candidate_groups(args.data, args.negatives, args.positives)
     if groups is None:
         raise SystemExit(f"{args.data} has no catalogue to rank from")
     rows, ratios = [], []

@@ -25,10 +25,14 @@ def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     assert main(["train", "--data", str(data), "--model", "tiny-llama", "--epochs", "1",
                  *TINY_SETS, "--out", str(model)]) == 0
     assert main(["evaluate", "--data", str(data), "--model", str(model), "--reference",
-                 str(model), "--out", str(tmp_path / "eval.json")]) == 0
+                 str(model), "--popularity", "--out", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
     assert set(results) == {"test", "forget", "retain", "forget_vs_reference", "mia_auc",
-                            "mia_nonmembers", "canary", "ranking", "e2urec"}
+                            "mia_nonmembers", "canary", "ranking", "popularity", "e2urec"}
+    baseline = results["popularity"]
+    assert (baseline["positives"], baseline["candidates"]) == (
+        results["ranking"]["positives"], 100)
+    assert 0 <= baseline["ndcg@10"] <= baseline["hr@10"] <= 1
     assert set(results["canary"]) == {"success", "base_rate"}
     ranked = results["ranking"]
     assert ranked["candidates"] == 100 and 0 < ranked["positives"] <= 100
@@ -38,6 +42,7 @@ def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     assert results["forget_vs_reference"]["sym_kl"] == pytest.approx(0.0, abs=1e-6)
     printed = capsys.readouterr().out
     assert "membership attack AUC" in printed and "canary success" in printed
+    assert "most-rated list on the same candidates: HR@10" in printed
 
 
 def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path, synthetic_raw, prepared_dir,

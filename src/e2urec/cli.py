@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--reference", help="the retrained model, for forgetting metrics")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--cpu", action="store_true", help="score on the CPU even with a GPU")
+    evaluate.add_argument("--popularity", action="store_true",
+                          help="also rank the same candidates by how often each movie was "
+                          "rated in the training rows (the baseline to beat)")
     _add_output(evaluate, "results JSON file")
 
     bench = sub.add_parser("bench", help="the whole comparison from one YAML study")
@@ -322,6 +325,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from e2urec.checkpoints.scorers import load_scorer
     from e2urec.data.samples import read_manifest
     from e2urec.evaluation.evaluate import evaluate, format_table
+    from e2urec.evaluation.ranking import popularity
     from e2urec.fileio import check_output_file, write_json
 
     read_manifest(args.data)
@@ -333,6 +337,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scorer = load_scorer(args.model)
     reference = load_scorer(args.reference) if args.reference else None
     results, _ = evaluate(scorer, args.data, reference, args.batch_size, device=device)
+    if args.popularity and (baseline := popularity(args.data)) is not None:
+        results["popularity"] = baseline
     write_json(Path(args.out), {**results, "e2urec": {
         "kind": EVALUATION_KIND, "model": str(Path(args.model).resolve()),
         "reference": str(Path(args.reference).resolve()) if args.reference else None,

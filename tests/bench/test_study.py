@@ -35,10 +35,17 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     payload = json.loads((out / "results.json").read_text())
     methods = {"original", "retrain", "e2urec", "e2urec/shards", "sisa", "receraser", "neggrad",
                "bad-teacher-labels", "bad-teacher"}
-    per_seed = [row for row in payload["rows"] if row["seed"] is not None]
+    per_seed = [row for row in payload["rows"] if row["seed"] is not None
+                and row["method"] != "popularity"]
     summary = {row["method"]: row for row in payload["rows"] if row["seed"] is None}
     assert sorted({row["seed"] for row in per_seed}) == [7, 8]
-    assert len(per_seed) == 2 * len(methods) and set(summary) == methods
+    assert len(per_seed) == 2 * len(methods) and set(summary) == {*methods, "popularity"}
+    # The most-rated list ranks the same candidates, a row a seed, and has no model.
+    baseline = [row for row in payload["rows"] if row["method"] == "popularity"]
+    assert [row["seed"] for row in baseline] == [7, 8, None]
+    assert all(0 <= row["ndcg10"] <= row["hr10"] <= 1 for row in baseline[:2])
+    assert "test_auc" not in baseline[0] and "popularity" not in payload["rows"][-1].get(
+        "over_forgot", [])
     for seed in (7, 8):
         rows = {row["method"]: row for row in per_seed if row["seed"] == seed}
         for row in rows.values():
@@ -66,6 +73,7 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     assert len(list((out / "stages").glob("user-shards-*"))) == 2
     table = (out / "results.md").read_text()
     assert "| e2urec |" in table and " ± " in table and "seeds [7, 8]" in table
+    assert "| popularity | - |" in table and "popularity (" not in table  # not a method
 
     # A second run trains nothing: every stage is reused, no model file is rewritten.
     models = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
@@ -93,7 +101,7 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     assert not any("running" in line for line in logs)
     ablation = json.loads((tmp_path / "ablation" / "results.json").read_text())
     assert [row["method"] for row in ablation["rows"] if row["seed"] is None] == [
-        "original", "retrain", "neggrad"]
+        "original", "retrain", "neggrad", "popularity"]
     assert not (tmp_path / "ablation" / "stages").exists()
     assert "| e2urec |" in (out / "results.md").read_text()  # the first study's table stays
 

@@ -10,8 +10,15 @@ import torch
 
 from e2urec.checkpoints.folders import load_model
 from e2urec.checkpoints.scorers import AttentionAggregator, EnsembleScorer, load_scorer
+from e2urec.data.samples import read_split
 from e2urec.evaluation.predict import predict, predict_groups
-from e2urec.evaluation.ranking import candidate_groups, candidate_scores, rank_metrics
+from e2urec.evaluation.ranking import (
+    candidate_groups,
+    candidate_scores,
+    popularity,
+    popularity_scores,
+    rank_metrics,
+)
 
 
 def test_rank_metrics_count_ties_against_the_liked_movie():
@@ -79,3 +86,12 @@ def test_an_ensemble_reads_the_prefix_once_per_member(original_dir, prepared_dir
     assert np.abs(whole - candidate_scores(ensemble, groups)).max() < 1e-5
     # Each member matters: the ensemble is not its first member.
     assert np.abs(whole - candidate_scores(load_scorer(original_dir), groups)).max() > 1e-4
+
+
+def test_popularity_ranks_the_same_candidates_by_their_training_rows(prepared_dir):
+    groups = candidate_groups(prepared_dir, negatives=15, max_positives=6)
+    scores = popularity_scores(prepared_dir, groups)
+    train = [row["item_id"] for row in read_split(prepared_dir, "train")]
+    assert scores.tolist() == [[train.count(c["item_id"]) for c in group] for group in groups]
+    assert scores.max() > 0
+    assert popularity(prepared_dir, negatives=15, max_positives=6) == rank_metrics(scores)

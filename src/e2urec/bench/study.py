@@ -42,6 +42,7 @@ from e2urec.data.sources import RawSource, find_raw
 from e2urec.evaluation.audit import forget_quality
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import Predictions, predict
+from e2urec.evaluation.ranking import popularity
 from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_json
 from e2urec.methods import get_method, run_method
 from e2urec.methods.base import parse_options
@@ -220,6 +221,10 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
                               f"{row['test_p_yes_std']:.4f} < {MIN_SPREAD}): distances to it "
                               "measure little")
             stages.log(f"[bench] WARNING (seed {row['seed']}): {row['warning']}")
+    if study.ranking_positives != 0 and (baseline := popularity(
+            data_dir, max_positives=study.ranking_positives)) is not None:
+        rows.append({"method": "popularity", "seed": study.data.seed,
+                     "hr10": baseline["hr@10"], "ndcg10": baseline["ndcg@10"]})
     return rows
 
 
@@ -315,6 +320,8 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
 
 
 REFERENCE_MODELS = ("original", "retrain")
+# Rows that are no model: the most-rated list on the ranking task's candidates.
+BASELINES = ("popularity",)
 MIN_SPREAD = 0.05  # a reference model whose P(yes) varies less than this says little
 # The headline closures: how much of the Original-to-Retrain gap a method closed on each.
 # Canary closure is on the lift (success minus the same model's rate without the trigger):
@@ -380,7 +387,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             array = np.array([v for v in values if not math.isnan(v)], dtype=float)
             row[f"{key}_mean"] = float(np.mean(array)) if len(array) else float("nan")
             row[f"{key}_std"] = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
-        if method not in REFERENCE_MODELS:
+        if method not in (*REFERENCE_MODELS, *BASELINES):
             row["over_forgot"] = over_forgot(row, "_mean")
         out.append(row)
     return out
@@ -417,7 +424,7 @@ def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]],
     ranking = cost_at_closure([r for r in rows if r["seed"] is None])
     atomic_write_text(out / "results.md", f"# {study.name}\n\n{note}{LEGEND}\n\n{table}\n"
                       f"\n{ranking}\n" + "".join(f"\nWARNING: {w}\n" for w in warnings))
-    plot_results(summary, out)
+    plot_results(summary[~summary["method"].isin(BASELINES)], out)
     for warning in warnings:
         log(f"[bench] WARNING: {warning}")
     return table
@@ -428,7 +435,7 @@ def cost_at_closure(summary: list[dict[str, Any]]) -> str:
     seconds as a multiple of Retrain's; then those that do not."""
     retrain = next((r.get("unlearn_seconds_mean") for r in summary
                     if r["method"] == "retrain"), None)
-    methods = [r for r in summary if r["method"] not in REFERENCE_MODELS]
+    methods = [r for r in summary if r["method"] not in (*REFERENCE_MODELS, *BASELINES)]
     landed = sorted((r for r in methods if all(
         _is_number(v := r.get(f"{key}_mean")) and CLOSURE_BAND[0] <= v <= CLOSURE_BAND[1]
         for key in GAP_KEYS.values())), key=lambda r: r.get("unlearn_seconds_mean", math.inf))
@@ -458,7 +465,9 @@ LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are dist
           "method forgot past Retrain, as visible to an auditor as remembering; a seed whose "
           "gap is under 0.05, inside the measure's noise, has none and is left out of the "
           "mean); HR@10 and "
-          "NDCG@10 rank a liked test movie among 99 movies its user never rated.")
+          "NDCG@10 rank a liked test movie among 99 movies its user never rated; the "
+          "popularity row ranks the same candidates by how often each was rated in the "
+          "training rows (no model).")
 COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
            ("forget_auc", "forget AUC"),
            ("forget_sym_kl", "sym-KL"), ("forget_jsd", "JSD"), ("forget_l2", "L2"),

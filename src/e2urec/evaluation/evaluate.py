@@ -105,6 +105,10 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"ranking: HR@10 {r['hr@10']:.4f}  NDCG@10 {r['ndcg@10']:.4f} "
                      f"({r['positives']} liked test samples, {r['candidates'] - 1} unrated "
                      "movies each)")
+    if "popularity" in results:
+        r = results["popularity"]
+        lines.append(f"most-rated list on the same candidates: HR@10 {r['hr@10']:.4f}  "
+                     f"NDCG@10 {r['ndcg@10']:.4f}")
     if "mia_auc" in results:
         lines.append(f"membership attack AUC (forget vs audit users): {results['mia_auc']:.4f}")
     if "canary" in results:

@@ -8,6 +8,7 @@ NDCG at ``k``. Ties count against the liked movie.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,24 @@ def rank_metrics(scores: np.ndarray, k: int = 10) -> dict[str, Any]:
     ndcg = np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)
     return {f"hr@{k}": float(hits.mean()), f"ndcg@{k}": float(ndcg.mean()),
             "positives": int(scores.shape[0]), "candidates": int(scores.shape[1])}
+
+
+def popularity_scores(data_dir: str | Path, groups: list[list[dict[str, Any]]]
+                      ) -> np.ndarray:
+    """``[positives, candidates]`` of how often each candidate was rated in the training
+    rows: the most-rated list, the baseline a recommender must beat (no model)."""
+    counts = Counter(row["item_id"] for row in read_split(data_dir, "train"))
+    return np.array([[counts[c["item_id"]] for c in group] for group in groups], dtype=float)
+
+
+def popularity(data_dir: str | Path, k: int = 10, negatives: int = 99,
+               max_positives: int | None = 100, seed: int = 0) -> dict[str, Any] | None:
+    """:func:`ranking`'s metrics on the same candidates, ranked by :func:`popularity_scores`
+    (a tie with the liked movie counts against it, as for a model)."""
+    groups = candidate_groups(data_dir, negatives, max_positives, seed)
+    if groups is None:
+        return None
+    return rank_metrics(popularity_scores(data_dir, groups), k)
 
 
 def ranking(scorer: Scorer, data_dir: str | Path, k: int = 10, negatives: int = 99,
