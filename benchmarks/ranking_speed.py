@@ -26,9 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import pick_device, print_table
 
-from e2urec.checkpoints.scorers import load_scorer
+from e2urec.backbones.registry import SMOLLM2, load_pretrained, smollm2_folder
+from e2urec.checkpoints.folders import CheckpointError
+from e2urec.checkpoints.scorers import ModelScorer, Scorer, load_scorer
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import candidate_groups, candidate_scores, rank_metrics
+
+
+def scorer_of(name: str) -> Scorer:
+    """A trained model folder, or a pretrained backbone untouched (to time a bigger model)."""
+    try:
+        return load_scorer(name)
+    except CheckpointError:
+        return ModelScorer(load_pretrained(smollm2_folder() if name == SMOLLM2 else name))
 
 
 def main(argv=None) -> None:
@@ -36,7 +46,8 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a prepared folder with a catalogue")
     parser.add_argument("--models", required=True, help="comma-separated model folders "
-                        "(a model, an adapter or a shard ensemble)")
+                        "(a model, an adapter or a shard ensemble), or a pretrained "
+                        "backbone as it is (smollm2-135m, a local or hub folder)")
     parser.add_argument("--positives", type=int, default=100,
                         help="liked test samples")
     parser.add_argument("--negatives", type=int, default=99,
@@ -52,7 +63,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"{args.data} has no catalogue to rank from")
     rows, ratios = [], []
     for folder in args.models.split(","):
-        scorer = load_scorer(folder)
+        scorer = scorer_of(folder)
         timed = {}
         for shared in (False, True):
             began = time.perf_counter()

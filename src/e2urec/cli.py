@@ -197,6 +197,10 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                             f"(default {field.default})")
     forget.add_argument("--wait", action="store_true",
                         help="wait for a request already running on the store")
+    forget.add_argument("--no-exact-retry", dest="exact_retry", action="store_false",
+                        help="when an approximate method fails verification, stop there "
+                        "(default: the users are forgotten by retraining, as a second "
+                        "request in the ledger)")
     forget.set_defaults(model=None, seed=None)
 
     recommend = sub.add_parser("recommend", help="top movies for a user from the store")
@@ -504,7 +508,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     with open_store(args.store) as store, folder_lock(store.root, "request", wait=args.wait,
                                                       log=_log):
         outcome = forget(store, args.users, args.method, options, args.request_id,
-                         verification, log=_log, requested_by=args.requested_by)
+                         verification, log=_log, requested_by=args.requested_by,
+                         exact_retry=args.exact_retry)
     prefix = f"{outcome.request_id}: " if outcome.request_id else ""
     print(f"{prefix}{outcome.status}: {outcome.message}")
     return 1 if outcome.status == "failed" else 0

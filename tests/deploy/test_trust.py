@@ -50,7 +50,7 @@ def test_a_link_inside_the_store_pointing_out_is_never_deleted_through(store, tm
 def test_a_method_that_takes_no_step_cannot_end_done(store, capsys):
     # At this learning rate Adam's update is below float32's resolution: unchanged weights.
     code = main(["--threads", "1", "forget", "--store", str(store), "--users", "2",
-                 "--method", "neggrad", "--option", "schedule.lr=1e-30",
+                 "--method", "neggrad", "--option", "schedule.lr=1e-30", "--no-exact-retry",
                  "--mia-margin", "1", "--canary-margin", "2"])
     out = capsys.readouterr().out
     assert code == 1 and "the method took no step" in out, out
@@ -58,6 +58,25 @@ def test_a_method_that_takes_no_step_cannot_end_done(store, capsys):
     assert handle.ledger.request("r0001")["status"] == "failed"
     assert handle.ledger.forgotten() == {} and handle.ledger.current().id == "v0000"
     assert "2" in users_in(store / "data")
+
+
+def test_a_failed_approximate_request_is_retried_on_the_exact_path(store, capsys):
+    code = main(["--threads", "1", "forget", "--store", str(store), "--users", "2",
+                 "--method", "neggrad", "--option", "schedule.lr=1e-30",
+                 "--mia-margin", "1", "--canary-margin", "2", "--requested-by", "dpo"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "r0002: done: request r0001 failed verification: the method took no step" \
+        in out.out and "retried on the exact path as request r0002" in out.out
+    assert "retrying on the exact path (retrain) as request r0002" in out.err
+    ledger = open_store(store).ledger
+    first, retry = ledger.request("r0001"), ledger.request("r0002")
+    assert (first["status"], first["method"]) == ("failed", "neggrad")
+    assert first["reason"].endswith("retried on the exact path (retrain) as request r0002")
+    assert (retry["status"], retry["method"], retry["users"]) == ("done", "retrain", ["2"])
+    assert retry["requested_by"] == "dpo" and retry["verification"] == first["verification"]
+    assert ledger.forgotten() == {"2": "r0002"} and ledger.current().id == "v0001"
+    assert "2" not in users_in(store / "data")
 
 
 def measured(user_auc: float, null_sd: float = 0.05, lift: float | None = None,

@@ -72,11 +72,14 @@ class Outcome:
 def forget(store: Store, users: Sequence[str], method: str | None = None,
            options: dict[str, Any] | None = None, request_id: str | None = None,
            verification: Verification | None = None,
-           log: Callable[[str], None] = print, requested_by: str | None = None) -> Outcome:
+           log: Callable[[str], None] = print, requested_by: str | None = None,
+           exact_retry: bool = True) -> Outcome:
     """Carry out one deletion request (the caller holds the store's lock).
 
     ``method`` defaults to the store's own path: retraining its shards on an ensemble
-    store (exact), E2URec on a store that serves one model.
+    store (exact), E2URec on a store that serves one model. With ``exact_retry``, a
+    request whose approximate method fails verification is carried out again, as a
+    new request in the ledger, by :data:`EXACT_METHOD` (the users are still forgotten).
     """
     if request_id is not None:
         check_request_id(request_id)
@@ -119,7 +122,33 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
     log(f"[forget] request {request_id}: {len(todo)} user(s) recorded as pending")
     if overridden := verification.overridden():
         log(f"[forget] request {request_id}: verification thresholds overridden: {overridden}")
-    return _carry_out(store, ledger.request(request_id), verification, log)
+    outcome = _carry_out(store, ledger.request(request_id), verification, log)
+    if outcome.status == "failed" and exact_retry and not get_method(method).exact:
+        return _retry_exact(store, outcome, todo, verification, log, requested_by)
+    return outcome
+
+
+# A single-model store's exact path: a model trained again on the store's data without
+# the users, with the store's own recipe (an ensemble store's exact path is its method).
+EXACT_METHOD = "retrain"
+
+
+def _retry_exact(store: Store, failed: Outcome, users: list[str], verification: Verification,
+                 log: Callable[[str], None], requested_by: str | None) -> Outcome:
+    """The failed request's users again, as a new request carried out by Retrain; the
+    failed one's reason names it, so the ledger keeps both attempts and their link."""
+    ledger, rid = store.ledger, failed.request_id
+    retry = ledger.next_request_id()
+    ledger.record_request(retry, users, EXACT_METHOD, {}, to_dict(verification), requested_by)
+    with ledger.transaction() as db:
+        reason = ledger.request(rid)["reason"]
+        ledger.update_request(db, rid, reason=f"{reason}; retried on the exact path "
+                                              f"({EXACT_METHOD}) as request {retry}")
+    log(f"[forget] request {rid} failed verification; retrying on the exact path "
+        f"({EXACT_METHOD}) as request {retry}")
+    retried = _carry_out(store, ledger.request(retry), verification, log)
+    return Outcome(retry, retried.status, f"{failed.message}; retried on the exact path as "
+                   f"request {retry}: {retried.message}")
 
 
 def abandon(store: Store, request_id: str, reason: str,

@@ -102,6 +102,9 @@ class Unlearner(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     # Whether the result is one model (a store serves it) rather than a shard ensemble.
     serves_one_model: ClassVar[bool] = True
+    # Whether the result never saw the forgotten rows (a model trained without them),
+    # rather than a model that had them and was moved away from them.
+    exact: ClassVar[bool] = False
     # Where the method's seed sits in its options (a path of field names); None: it has
     # none of its own and follows training's seed.
     seed_option: ClassVar[tuple[str, ...] | None] = None
@@ -202,6 +205,7 @@ class ShardEnsembleUnlearner(Unlearner):
     scheme: ClassVar[str]  # how rows map to shards (training/shards.SCHEMES)
     needs_original = False
     serves_one_model = False
+    exact = True
 
     @classmethod
     def scheme_for(cls, options: Any) -> str:

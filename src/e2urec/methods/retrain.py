@@ -19,6 +19,7 @@ class Retrain(Unlearner):
     name = "retrain"
     Options = RetrainOptions
     needs_original = False
+    exact = True
 
     def unlearn(self, original: Backbone | None) -> Unlearned:
         ctx = self.ctx
