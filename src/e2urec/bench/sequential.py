@@ -1,8 +1,10 @@
 """``e2urec sequential``: deletion requests one after another, each method against Retrain.
 
-Every method serves the study's Original from a deployment store of its own
-and receives the same requests in the same order (the real ``forget`` path:
-record, unlearn, verify, switch, purge). A Retrain store receives them too:
+Every approximate method serves the study's Original from a deployment store
+of its own; a shard method (SISA, RecEraser: the exact path) serves the
+ensemble its store trains on the study's data. Each receives the same
+requests in the same order (the real ``forget`` path: record, unlearn,
+verify, switch, purge), once per seed. A Retrain store receives them too:
 after request k its current version is the model retrained on the data left
 at that point, the reference for every method at k. After each request every
 store's current version is scored on the users forgotten so far (their
@@ -18,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from e2urec.bench.study import (
@@ -34,12 +35,14 @@ from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option, read_config_file
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.data.sources import find_raw
-from e2urec.deploy.requests import forget, request_data, servable_methods
+from e2urec.deploy.ensembles import init_ensemble_store
+from e2urec.deploy.requests import forget, request_data
 from e2urec.deploy.store import init_store, open_store
 from e2urec.deploy.verify import Verification
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import predict
 from e2urec.fileio import atomic_write_text, check_output, folder_lock
+from e2urec.methods.base import REGISTRY, get_method
 from e2urec.runtime import set_threads
 
 
@@ -65,11 +68,11 @@ class SequentialConfig(StudyConfig):
 
     def validate(self) -> None:
         super().validate()
+        allowed = [m for m in REGISTRY if m != "retrain"]
         for name in self.methods:
-            single = [m for m in servable_methods() if m != "retrain"]
-            if method_of(name) not in single:
-                raise ConfigError(f"methods.{name}: a sequential study runs single-model "
-                                  f"methods ({', '.join(single)}); Retrain is its reference "
+            if method_of(name) not in allowed:
+                raise ConfigError(f"methods.{name}: a sequential study runs "
+                                  f"{', '.join(sorted(allowed))}; Retrain is its reference "
                                   "and always runs")
 
 
@@ -95,29 +98,32 @@ def run_sequential(config_path: str | Path, out_dir: str | Path,
                    log: Callable[[str], None] = print, stages_from: str | Path | None = None,
                    threads: int | None = None) -> str:
     """Run (or resume) the study; write results.{csv,md} and one plot a scenario."""
-    config = load_sequential(config_path)
-    config = seeded(config, (config.seeds or [None])[0])
+    study = load_sequential(config_path)
     out = Path(out_dir)
     check_output(out, ("stages", "results.csv", "scenarios"), overwrite=False)
-    raw = find_raw(config.data)
-    used = set_threads(threads or config.threads)
-    log(f"[sequential] {config.name}: {used} torch threads")
+    raw = find_raw(study.data)
+    used = set_threads(threads or study.threads)
+    log(f"[sequential] {study.name}: {used} torch threads")
+    rows = []
     with folder_lock(out, "e2urec sequential", log=log):
         stages = Stages(Path(stages_from) if stages_from else out, log)
-        data_dir = prepare_stage(stages, config, raw)
-        key = {"data": config.data, "raw_sha256": raw.digest, "backbone": config.backbone,
-               "train": config.train}
-        original, _ = stages.run("original", key,
-                                 lambda f: train_original_stage(config, data_dir, f))
-        rows = []
-        for scenario in config.scenarios:
-            rows += _run_scenario(config, scenario, data_dir, original / "model",
-                                  out / "scenarios" / _slug(scenario.name), log)
+        for seed in study.seeds or [None]:
+            config = seeded(study, seed)
+            data_dir = prepare_stage(stages, config, raw)
+            key = {"data": config.data, "raw_sha256": raw.digest, "backbone": config.backbone,
+                   "train": config.train}
+            original, _ = stages.run("original", key,
+                                     lambda f, c=config, d=data_dir: train_original_stage(
+                                         c, d, f))
+            for scenario in config.scenarios:
+                folder = out / "scenarios" / _slug(scenario.name) / f"seed-{config.data.seed}"
+                rows += [{**row, "seed": config.data.seed} for row in _run_scenario(
+                    config, scenario, data_dir, original / "model", folder, log)]
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "results.csv", index=False)
     table = summary_table(frame)
     atomic_write_text(out / "results.md", f"# {config.name}\n\n{LEGEND}\n\n{table}\n")
-    for scenario in config.scenarios:
+    for scenario in study.scenarios:
         plot_scenario(frame[frame.scenario == scenario.name], out / f"sequential_"
                       f"{_slug(scenario.name)}.png", scenario.name)
     return table
@@ -134,10 +140,14 @@ def _run_scenario(config: SequentialConfig, scenario: Scenario, data_dir: Path,
     methods = {"retrain": {}, **{name: options or {} for name, options in
                                  config.methods.items()}}
     stores = {}
-    for name in methods:
+    for name, options in methods.items():
         root = folder / "stores" / _slug(name)
         if not (root / "store.json").is_file():
-            init_store(original, data_dir, root, config.backbone, config.train).close()
+            if get_method(method_of(name)).serves_one_model:
+                init_store(original, data_dir, root, config.backbone, config.train).close()
+            else:  # the exact path: the store trains the ensemble it serves
+                init_ensemble_store(method_of(name), options, data_dir, root, config.backbone,
+                                    config.train).close()
         stores[name] = root
     rows, forgotten = [], []
     for k, users in enumerate(batches, start=1):
@@ -148,13 +158,15 @@ def _run_scenario(config: SequentialConfig, scenario: Scenario, data_dir: Path,
             continue
         seconds = {}
         for name, options in methods.items():
-            store = open_store(stores[name])
-            # Each method's own outcome: a failed request is not handed to Retrain.
-            outcome = forget(store, users, method_of(name), options, f"q{k:02d}",
-                             config.verification, log=lambda m: None, exact_retry=False)
-            request = store.ledger.request(outcome.request_id)
+            with open_store(stores[name]) as store:
+                # Each method's own outcome: a failed request is not handed to Retrain.
+                # An ensemble store retrains with the options it was made with.
+                outcome = forget(store, users, method_of(name),
+                                 None if store.serves_ensemble else options, f"q{k:02d}",
+                                 config.verification, log=lambda m: None, exact_retry=False,
+                                 cpu=config.cpu)
+                request = store.ledger.request(outcome.request_id)
             seconds[name] = (request["seconds"], request["unlearn_seconds"], outcome.status)
-            store.close()
             log(f"[sequential] {scenario.name} request {k}/{len(batches)} {name}: "
                 f"{outcome.status} in {request['seconds']:.1f}s")
         step = _measure_step(config, data_dir, forgotten, stores, folder / "eval" / f"{k:02d}")
@@ -205,29 +217,37 @@ SHOWN = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
 
 
 def summary_table(frame: pd.DataFrame) -> str:
-    """Per scenario and method: the metrics after the last request, mean seconds a request."""
-    lines = ["| scenario | method | requests | " + " | ".join(t for _, t in SHOWN)
+    """Per scenario and method: the metrics after the last request (mean ± standard
+    deviation over seeds), and the mean seconds a request."""
+    lines = ["| scenario | method | requests | seeds | " + " | ".join(t for _, t in SHOWN)
              + " | s / request | x Retrain |",
-             "|---|---|---|" + "|".join("---" for _ in SHOWN) + "|---|---|"]
+             "|---|---|---|---|" + "|".join("---" for _ in SHOWN) + "|---|---|"]
     for scenario, group in frame.groupby("scenario", sort=False):
         last = group[group.request == group.request.max()]
         retrain_s = group[group.method == "retrain"].request_seconds.mean()
-        for _, row in last.iterrows():
-            mean_s = group[group.method == row.method].request_seconds.mean()
-            cells = [_fmt(row[key]) for key, _ in SHOWN]
-            lines.append(f"| {scenario} | {row.method} | {int(row.request)} | "
-                         + " | ".join(cells) + f" | {mean_s:.1f} | {mean_s / retrain_s:.2f} |")
+        for method, rows in last.groupby("method", sort=False):
+            mean_s = group[group.method == method].request_seconds.mean()
+            cells = [_fmt(rows[key]) for key, _ in SHOWN]
+            lines.append(f"| {scenario} | {method} | {int(rows.request.iloc[0])} | "
+                         f"{rows.seed.nunique()} | " + " | ".join(cells)
+                         + f" | {mean_s:.1f} | {mean_s / retrain_s:.2f} |")
     return "\n".join(lines)
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) \
-        else f"{value:.4f}"
+def _fmt(values: pd.Series) -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return "-"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def plot_scenario(frame: pd.DataFrame, path: Path, title: str) -> Path:
-    """One panel per metric against the request number, a line per method."""
+    """One panel per metric against the request number, a line per method (the mean
+    over seeds)."""
     from e2urec.bench.plots import plot_against_requests
 
     panels = [*SHOWN, ("request_seconds", "seconds a request")]
-    return plot_against_requests(frame, panels, path, title)
+    mean = frame.groupby(["method", "request"], sort=False)[[k for k, _ in panels]].mean()
+    return plot_against_requests(mean.reset_index(), panels, path, title)

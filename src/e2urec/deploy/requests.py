@@ -73,13 +73,14 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
            options: dict[str, Any] | None = None, request_id: str | None = None,
            verification: Verification | None = None,
            log: Callable[[str], None] = print, requested_by: str | None = None,
-           exact_retry: bool = True) -> Outcome:
+           exact_retry: bool = True, cpu: bool = False) -> Outcome:
     """Carry out one deletion request (the caller holds the store's lock).
 
     ``method`` defaults to the store's own path: retraining its shards on an ensemble
     store (exact), E2URec on a store that serves one model. With ``exact_retry``, a
     request whose approximate method fails verification is carried out again, as a
     new request in the ledger, by :data:`EXACT_METHOD` (the users are still forgotten).
+    ``cpu``: train on the CPU even with a GPU.
     """
     if request_id is not None:
         check_request_id(request_id)
@@ -93,7 +94,7 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
         raise RequestError(f"the store is not consistent: {problems[0]}; nothing was changed "
                            "(see e2urec deploy status)")
     if request_id is not None and (earlier := ledger.request(request_id)):
-        return resume(store, earlier, users, log)
+        return resume(store, earlier, users, log, cpu)
     check_method(store, method, options)
     if store.serves_ensemble:  # the ensemble's own options, recorded with the request
         options = store.serving["options"]
@@ -122,9 +123,9 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
     log(f"[forget] request {request_id}: {len(todo)} user(s) recorded as pending")
     if overridden := verification.overridden():
         log(f"[forget] request {request_id}: verification thresholds overridden: {overridden}")
-    outcome = _carry_out(store, ledger.request(request_id), verification, log)
+    outcome = _carry_out(store, ledger.request(request_id), verification, log, cpu)
     if outcome.status == "failed" and exact_retry and not get_method(method).exact:
-        return _retry_exact(store, outcome, todo, verification, log, requested_by)
+        return _retry_exact(store, outcome, todo, verification, log, requested_by, cpu)
     return outcome
 
 
@@ -134,7 +135,7 @@ EXACT_METHOD = "retrain"
 
 
 def _retry_exact(store: Store, failed: Outcome, users: list[str], verification: Verification,
-                 log: Callable[[str], None], requested_by: str | None) -> Outcome:
+                 log: Callable[[str], None], requested_by: str | None, cpu: bool) -> Outcome:
     """The failed request's users again, as a new request carried out by Retrain; the
     failed one's reason names it, so the ledger keeps both attempts and their link."""
     ledger, rid = store.ledger, failed.request_id
@@ -146,7 +147,7 @@ def _retry_exact(store: Store, failed: Outcome, users: list[str], verification: 
                                               f"({EXACT_METHOD}) as request {retry}")
     log(f"[forget] request {rid} failed verification; retrying on the exact path "
         f"({EXACT_METHOD}) as request {retry}")
-    retried = _carry_out(store, ledger.request(retry), verification, log)
+    retried = _carry_out(store, ledger.request(retry), verification, log, cpu)
     return Outcome(retry, retried.status, f"{failed.message}; retried on the exact path as "
                    f"request {retry}: {retried.message}")
 
@@ -207,7 +208,7 @@ def servable_methods() -> list[str]:
 
 
 def resume(store: Store, request: dict[str, Any], users: Sequence[str],
-           log: Callable[[str], None]) -> Outcome:
+           log: Callable[[str], None], cpu: bool = False) -> Outcome:
     """The same request id again: a no-op if it ended, else finish it."""
     rid = request["id"]
     if set(users) != set(request["users"]):
@@ -229,11 +230,11 @@ def resume(store: Store, request: dict[str, Any], users: Sequence[str],
     known = {f.name for f in dataclasses.fields(Verification)}
     recorded = from_dict(Verification, {k: v for k, v in (request["verification"] or {}).items()
                                         if k in known}, "verification")
-    return _carry_out(store, request, recorded, log)
+    return _carry_out(store, request, recorded, log, cpu)
 
 
 def _carry_out(store: Store, request: dict[str, Any], verification: Verification,
-               log: Callable[[str], None]) -> Outcome:
+               log: Callable[[str], None], cpu: bool = False) -> Outcome:
     rid, users, ledger = request["id"], request["users"], store.ledger
     began = time.perf_counter()
     cleaned = _remove_leftovers(store, request)
@@ -246,7 +247,7 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
     if n_rows:
         log(f"[forget] request {rid}: unlearning {n_rows} training rows with "
             f"{request['method']}")
-        record, candidate = _unlearn(store, request, data, work)
+        record, candidate = _unlearn(store, request, data, work, cpu)
         after = measure(candidate, data, verification)
         reason = (no_step(candidate, store.current_dir(), current.id)
                   or verdict(before, after, verification))
@@ -287,8 +288,8 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
     return _purge(store, ledger.request(rid), log)
 
 
-def _unlearn(store: Store, request: dict[str, Any], data: Path,
-             work: Path) -> tuple[dict[str, Any], Path]:
+def _unlearn(store: Store, request: dict[str, Any], data: Path, work: Path,
+             cpu: bool = False) -> tuple[dict[str, Any], Path]:
     """Run the request's method on the current version; the candidate version's folder."""
     meta = {"role": "deployed", "request": request["id"], "method": request["method"]}
     if store.serves_ensemble:
@@ -296,12 +297,13 @@ def _unlearn(store: Store, request: dict[str, Any], data: Path,
         # checkpoints; every member is then copied in, so the version stands alone.
         options = {**request["options"], "initial": str(store.current_dir().resolve())}
         record = run_method(request["method"], data, None, store.backbone, store.train,
-                            options, work / "unlearned", overwrite=True)
+                            options, work / "unlearned", cpu=cpu, overwrite=True)
         candidate = self_contained(work / "unlearned", work / "candidate")
         write_json(candidate / META_FILE, {**read_meta(candidate), **meta})
         return record, candidate
     record = run_method(request["method"], data, store.current_dir(), store.backbone,
-                        store.train, request["options"], work / "unlearned", overwrite=True)
+                        store.train, request["options"], work / "unlearned", cpu=cpu,
+                        overwrite=True)
     return record, save_model(load_model(work / "unlearned", merged=True), work / "candidate",
                               meta)
 
