@@ -73,9 +73,10 @@ def test_precedence_is_defaults_then_file_then_set_then_flags(tmp_path):
 
 
 def test_a_study_file_gives_train_and_unlearn_its_backbone_train_and_method(tmp_path):
-    study = load_study(CONFIGS / "demo.yaml")
+    study = load_study(CONFIGS / "demo-seeds.yaml")
     backbone, train, options = run_args("unlearn", "--method", "e2urec/paper", "--data", "d",
-                                        "--out", "o", "--config", str(CONFIGS / "demo.yaml"))
+                                        "--out", "o", "--config",
+                                        str(CONFIGS / "demo-seeds.yaml"))
     assert backbone == study.backbone and train == study.train
     assert options == study.methods["e2urec/paper"] == {"preset": "paper"}
     backbone, train, _ = run_args("train", "--data", "d", "--out", "o", "--config",

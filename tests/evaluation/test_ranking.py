@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from e2urec.checkpoints.folders import load_model
-from e2urec.checkpoints.scorers import AttentionAggregator, EnsembleScorer, load_scorer
+from e2urec.checkpoints.scorers import (
+    AttentionAggregator,
+    EnsembleScorer,
+    ModelScorer,
+    load_scorer,
+)
+from e2urec.config import LoraConfig
 from e2urec.data.samples import read_split
 from e2urec.evaluation.predict import predict, predict_groups
 from e2urec.evaluation.ranking import (
@@ -19,6 +25,7 @@ from e2urec.evaluation.ranking import (
     popularity_scores,
     rank_metrics,
 )
+from e2urec.training.loop import add_lora
 
 
 def test_rank_metrics_count_ties_against_the_liked_movie():
@@ -72,6 +79,20 @@ def test_prompts_cut_to_the_token_limit_still_score_as_whole(original_dir, prepa
     assert prefix.shape[1] + max(len(t["prompt"]) for t in tails) <= 40
     shared = predict_groups(scorer, [group], batch_size=4)[0]
     assert np.abs(shared - predict(scorer, group).p_yes).max() < 1e-5
+
+
+def test_an_adapter_over_a_base_reads_the_prefix_as_the_whole_prompt(original_dir,
+                                                                      prepared_dir):
+    backbone = add_lora(load_model(original_dir), LoraConfig(r=4, targets=["all-linear"]))
+    with torch.no_grad():  # a trained adapter: its B matrices are not zero
+        for name, p in backbone.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    scorer = ModelScorer(backbone)
+    groups = candidate_groups(prepared_dir, negatives=9, max_positives=3)
+    whole = candidate_scores(scorer, groups, shared_prefix=False)
+    assert np.abs(whole - candidate_scores(scorer, groups)).max() < 1e-5
+    assert np.abs(whole - candidate_scores(load_scorer(original_dir), groups)).max() > 1e-4
 
 
 def test_an_ensemble_reads_the_prefix_once_per_member(original_dir, prepared_dir):
