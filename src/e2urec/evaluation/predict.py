@@ -68,7 +68,7 @@ def predict_groups(scorer: Scorer, groups: Sequence[Sequence[dict[str, Any]]],
 
     A causal scorer reads each group's shared prefix once and then only the
     remainders, shortest first, ``batch_size`` at a time (small batches of near
-    lengths pad least; on the demo model 32 ran 1.5x faster than 256): the same
+    lengths pad least; on the demo model 32 ran 1.3-1.5x faster than 256): the same
     numbers as :func:`predict` up to float rounding, at a fraction of the work.
     Other scorers fall back to :func:`predict`.
     """
