@@ -116,3 +116,66 @@ def test_the_latency_benchmark_times_both_kinds_of_store_on_the_same_users(
     assert any(" single " in line and " 1 " in line for line in lines)
     assert any(" ensemble " in line and " 2 " in line for line in lines)
     assert re.fullmatch(r"ensemble/single recommend: \d+\.\d\d", lines[-1])
+
+
+def test_lora_shards_on_a_frozen_base_are_served_forgotten_and_proved_exact(
+        store_data, tmp_path, capsys):
+    """Each shard (and each slice checkpoint) is a LoRA adapter over the store's copy of
+    a pretrained base that never trains; a deletion retrains adapters only."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from e2urec.backbones.registry import create_backbone
+    from e2urec.checkpoints.folders import save_model
+    from tests.helpers import tiny_backbone
+
+    pretrained = save_model(create_backbone(tiny_backbone(), store_data, 7),
+                            tmp_path / "pretrained", {"role": "pretrained"})
+    root = tmp_path / "store"
+    lora_sets = ["--set=train.use_lora=true", "--set=train.lora.r=4", "--set=train.lora.alpha=8",
+                 "--set=train.lr=5e-3"]
+    assert main(["--threads", "1", "deploy", "init", "--method", "sisa", "--option=shard_by=user",
+                 "--shards", "2", "--slices", "2", "--model", str(pretrained), "--data",
+                 str(store_data), "--store", str(root), *TRAIN_SETS, *lora_sets]) == 0
+    capsys.readouterr()
+    base = root / "backbone"
+    assert load_file(base / "model.safetensors").keys() == \
+        load_file(pretrained / "model.safetensors").keys()
+    base_files = folder_sha256(base)
+    first = root / "versions" / "v0000"
+    for member in ("shard_0", "shard_1"):
+        for folder in (first / member, checkpoint_dir(first / member, 0)):
+            meta = read_meta(folder)
+            assert meta["kind"] == "adapter" and meta["base"] == str(base.resolve())
+            assert not (folder / "model.safetensors").exists()  # no copy of the base
+    shards = json.loads((store_data / "shards.json").read_text())["user_balanced"]
+    gone = "2"
+    untouched = f"shard_{1 - shards[gone]}"
+
+    assert main(["--threads", "1", "forget", "--store", str(root), "--users", gone,
+                 "--request-id", "lora-1"]) == 0
+    assert "lora-1: done" in capsys.readouterr().out
+    current = root / "versions" / "v0001"
+    assert sorted(p.name for p in (root / "versions").iterdir()) == ["v0001"]
+    assert folder_sha256(base) == base_files  # the base never trains and is never purged
+    assert read_meta(current / f"shard_{shards[gone]}")["kind"] == "adapter"
+
+    assert main(["--threads", "1", "deploy", "verify", "--store", str(root), "--rebuild"]) == 0
+    assert capsys.readouterr().out.startswith("exact: version v0001's 2 shard models")
+    assert main(["recommend", "--store", str(root), "--user", "5", "--top", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+    # A member loads with the libraries' own calls, from any working directory.
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base),
+                                      current / untouched)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+    # The proof covers the slice checkpoints a later deletion resumes from.
+    weights = checkpoint_dir(current / untouched, 0) / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert main(["--threads", "1", "deploy", "verify", "--store", str(root), "--rebuild"]) == 1
+    assert capsys.readouterr().out.startswith(
+        f"not exact: {untouched}/slices/slice_0/adapter_model.safetensors: tensor {name} differs")

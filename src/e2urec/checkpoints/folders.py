@@ -71,6 +71,24 @@ def _point_adapter_at(folder: Path, base: str) -> None:
     atomic_write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def repoint_adapters(folder: str | Path, old_base: str | Path, new_base: str | Path) -> int:
+    """Make every adapter below ``folder`` that sits on ``old_base`` name ``new_base``.
+
+    For a tree built in a temporary folder whose base moves with it on the final
+    rename (a store's first version): only the recorded path changes, no weight.
+    Returns how many adapters were re-pointed.
+    """
+    old, new = str(Path(old_base).resolve()), str(Path(new_base).resolve())
+    count = 0
+    for meta_file in sorted(Path(folder).rglob(META_FILE)):
+        meta = json.loads(meta_file.read_text())
+        if meta.get("kind") == "adapter" and meta.get("base") == old:
+            write_json(meta_file, {**meta, "base": new})
+            _point_adapter_at(meta_file.parent, new)
+            count += 1
+    return count
+
+
 def save_ensemble(out_dir: str | Path, member_dirs: Sequence[str | Path],
                   aggregator: torch.nn.Module | None = None,
                   meta: dict[str, Any] | None = None) -> Path:

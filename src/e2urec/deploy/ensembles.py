@@ -52,9 +52,9 @@ def check_ensemble_settings(method: str, options: dict[str, Any], data_dir: Path
     parsed = parse_options(method, options)
     if parsed.initial:
         raise StoreError("the store trains its own ensemble: drop the initial option")
-    if train.use_lora:
-        raise StoreError("a store's ensemble trains whole shard models: LoRA shards (adapters "
-                         "on a pretrained base) are not served yet")
+    if parsed.lora_base:
+        raise StoreError("the store's LoRA shards sit on its own backbone folder: drop the "
+                         "lora_base option")
     check_slice_training(train, parsed.slices)
     k, _ = shard_assignment(data_dir, get_method(method).scheme_for(parsed))
     if shards is not None and shards != k:
@@ -63,13 +63,20 @@ def check_ensemble_settings(method: str, options: dict[str, Any], data_dir: Path
     return to_dict(parsed)
 
 
+def in_store(options: dict[str, Any], backbone: BackboneConfig,
+             train: TrainConfig) -> dict[str, Any]:
+    """A store's ensemble options as a run takes them: LoRA shards sit on the store's
+    backbone folder (``backbone.name`` once the store is made), never on a copy."""
+    return {**options, "lora_base": backbone.name} if train.use_lora else dict(options)
+
+
 def shard_method(method: str, options: dict[str, Any], data_dir: Path,
                  backbone: BackboneConfig, train: TrainConfig,
                  out_dir: Path) -> ShardEnsembleUnlearner:
-    """The shard method, ready to build an ensemble from ``data_dir``."""
+    """The shard method, ready to build a store's ensemble from ``data_dir``."""
     ctx = UnlearnContext(Path(data_dir), None, backbone, train, Path(out_dir),
                          make_accelerator())
-    return get_method(method)(parse_options(method, options), ctx)
+    return get_method(method)(parse_options(method, in_store(options, backbone, train)), ctx)
 
 
 def init_ensemble_store(method: str, options: dict[str, Any], data_dir: str | Path,
@@ -134,12 +141,19 @@ def rebuild_and_compare(store: Store) -> dict[str, Any]:
             "members": len(served["members"])}
 
 
+def weight_files(member: Path) -> set[str]:
+    """The safetensors files below a member folder, relative to it."""
+    return {str(p.relative_to(member)) for p in member.rglob("*.safetensors")}
+
+
 def compare(a: Path, a_meta: dict[str, Any], b: Path, b_meta: dict[str, Any]) -> str | None:
     """The first difference between two ensembles' weights, or None when equal."""
     if sorted(a_meta["members"]) != sorted(b_meta["members"]):
         return f"members differ: {a_meta['members']} vs {b_meta['members']}"
-    files = [(f"{m}/model.safetensors", a / m / "model.safetensors",
-              b / m / "model.safetensors") for m in sorted(a_meta["members"])]
+    # Every weights file of every member: the model (or adapter) and each slice checkpoint
+    # a later deletion resumes from.
+    files = [(f"{m}/{name}", a / m / name, b / m / name) for m in sorted(a_meta["members"])
+             for name in sorted({*weight_files(a / m), *weight_files(b / m)})]
     if (a / AGGREGATOR_FILE).is_file() or (b / AGGREGATOR_FILE).is_file():
         files.append((AGGREGATOR_FILE, a / AGGREGATOR_FILE, b / AGGREGATOR_FILE))
     for name, mine, theirs in files:

@@ -38,7 +38,7 @@ from e2urec.data.samples import (
     read_split,
     write_jsonl,
 )
-from e2urec.deploy.ensembles import self_contained
+from e2urec.deploy.ensembles import in_store, self_contained
 from e2urec.deploy.ledger import Version, now
 from e2urec.deploy.store import (
     Store,
@@ -295,7 +295,8 @@ def _unlearn(store: Store, request: dict[str, Any], data: Path, work: Path,
     if store.serves_ensemble:
         # The exact path: the shards that held the users, retrained from their slice
         # checkpoints; every member is then copied in, so the version stands alone.
-        options = {**request["options"], "initial": str(store.current_dir().resolve())}
+        options = {**in_store(request["options"], store.backbone, store.train),
+                   "initial": str(store.current_dir().resolve())}
         record = run_method(request["method"], data, None, store.backbone, store.train,
                             options, work / "unlearned", cpu=cpu, overwrite=True)
         candidate = self_contained(work / "unlearned", work / "candidate")

@@ -3,15 +3,18 @@
 Layout of a store folder::
 
     store.json        what it is (format), and the backbone/training settings
-    backbone/         a tiny backbone's untrained start and word tokenizer (built once)
+    backbone/         a tiny backbone's untrained start and word tokenizer (built once);
+                      the frozen base of an ensemble's LoRA shards (never sees a user)
     ledger.sqlite     requests, versions, forgotten users (see ledger.py)
     data/             the prepared data minus every forgotten user's rows
     versions/<id>/    complete model folders; the ledger says which is current
     work/<request>/   a running request's scratch (request data, augmented model,
                       teacher caches, candidate model); deleted when it ends
 
-Every version is a whole model (an unlearned adapter is merged into its base),
-so an older version can be deleted without breaking a newer one. What the
+Every version is a whole model (an unlearned adapter is merged into its base), or an
+ensemble whose members (and slice checkpoints) are all inside it, LoRA shards as
+adapters on ``backbone/``, so an older version can be deleted without breaking a
+newer one. What the
 store keeps and why is in the README ("Serving deletion requests").
 """
 
@@ -29,12 +32,13 @@ from typing import Any
 
 import torch
 
-from e2urec.backbones.registry import TINY, create_backbone
+from e2urec.backbones.registry import TINY, Backbone, create_backbone
 from e2urec.checkpoints.folders import (
     META_FILE,
     check_model_folder,
     load_model,
     read_meta,
+    repoint_adapters,
     save_model,
 )
 from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
@@ -227,14 +231,18 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
     with atomic_dir(root) as tmp:
         copy_data(Path(data_dir), tmp / "data", drop_users=set())
         built = backbone
-        if backbone.name in TINY:
+        lora_shards = serving["kind"] == "ensemble" and train.use_lora
+        if backbone.name in TINY or lora_shards:
             # A tiny backbone's word tokenizer, kept as built at creation, so that every
             # later version (and a retrain) shares one vocabulary. It is learnt from the
-            # data's public words only (backbones.registry.create_backbone).
-            save_model(create_backbone(backbone, data_dir, train.seed), tmp / BACKBONE_DIR,
+            # data's public words only (backbones.registry.create_backbone). LoRA shards
+            # sit on this folder: the frozen base, which never sees a user's row.
+            save_model(frozen_base(backbone, data_dir, train.seed), tmp / BACKBONE_DIR,
                        {"role": "backbone"})
             built = dataclasses.replace(backbone, name=str(tmp / BACKBONE_DIR))
         folder = first_version(tmp / "versions" / first, built, tmp / "data")
+        if lora_shards:  # the adapters' base moves with the store on the rename below
+            repoint_adapters(folder, tmp / BACKBONE_DIR, Path(root).resolve() / BACKBONE_DIR)
         write_json(folder / META_FILE, {**read_meta(folder), "role": "deployed",
                                          "version": first})
         ledger = Ledger.create(tmp / LEDGER_FILE)
@@ -253,6 +261,14 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train),
             "serving": serving, "torch_threads": torch.get_num_threads()})
     return open_store(root)
+
+
+def frozen_base(backbone: BackboneConfig, data_dir: str | Path, seed: int) -> Backbone:
+    """The store's backbone folder's content: a saved model folder as one plain model, or
+    the backbone by name (a tiny one built on the data's public words)."""
+    if (Path(backbone.name) / META_FILE).is_file():
+        return load_model(backbone.name, merged=True)
+    return create_backbone(backbone, data_dir, seed)
 
 
 def _old_ledger(root: Path, overwrite: bool) -> Ledger | None:

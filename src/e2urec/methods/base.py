@@ -197,6 +197,10 @@ class ShardOptions:
     slices: int = option(1, help="slices in time per shard, each with a checkpoint (SISA); "
                          "a deletion retrains a shard from the slice that first held the "
                          "users (training/slices.py)")
+    lora_base: str | None = option(None, help="with train.use_lora: a model folder the shard "
+                                   "adapters sit on, used where it lies (a store passes its "
+                                   "own); default: a copy of the backbone inside the initial "
+                                   "ensemble")
 
 
 class ShardEnsembleUnlearner(Unlearner):
@@ -222,8 +226,9 @@ class ShardEnsembleUnlearner(Unlearner):
 
     def trainer(self, root: Path, slice_bounds: list[int]) -> ShardTrainer:
         ctx = self.ctx
+        base = Path(self.options.lora_base) if self.options.lora_base else None
         return ShardTrainer(ctx.data_dir, ctx.backbone, ctx.train, ctx.accelerator, root,
-                            slice_bounds)
+                            slice_bounds, base)
 
     def setup(self) -> None:
         folder = self.initial_dir()

@@ -10,7 +10,11 @@ their first row in time (newer users in later slices, bounds drawn once and
 recorded), slice r continues from slice r - 1's checkpoint over slice r's rows
 for the training epochs (so a sliced shard costs what an unsliced one does),
 and every checkpoint is kept; a deletion restarts a shard from the checkpoint
-before the first slice that held the users."""
+before the first slice that held the users.
+
+With ``train.use_lora`` every shard, and every slice checkpoint, is a LoRA adapter on
+one frozen base (a pretrained backbone, as APA's shards): a deletion retrains adapters
+only, and the base never sees a user's row."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import PeftModel
 
 from e2urec.backbones.registry import Backbone, create_backbone
 from e2urec.checkpoints.folders import META_FILE, load_model, save_model
@@ -36,15 +38,26 @@ def save_base(start: Backbone, folder: Path, accelerator: Accelerator, role: str
     return folder
 
 
+def with_lora(start: Backbone, train: TrainConfig) -> Backbone:
+    """``start`` with fresh LoRA adapters when ``train`` asks for them (seeded, so that a
+    rebuild starts from the same adapters); as it is when it carries adapters already."""
+    if not train.use_lora or isinstance(start.model, PeftModel):
+        return start
+    set_seed(train.seed)  # LoRA's A matrices start random
+    return add_lora(start, train.lora)
+
+
 def finetune(data_dir: str | Path, rows: Sequence[dict[str, Any]], backbone: BackboneConfig,
              train: TrainConfig, accelerator: Accelerator, start: Backbone,
              desc: str = "train") -> tuple[Backbone, dict[str, Any]]:
     """Fine-tune ``start`` (fully, or LoRA adapters on it) on ``rows``; nothing is saved.
 
+    A ``start`` that already carries adapters (a slice checkpoint) trains them on.
+
     Returns the trained backbone and its training record.
     """
     read_manifest(data_dir)
-    model = add_lora(start, train.lora) if train.use_lora else start
+    model = with_lora(start, train)
     history = fit(model, rows, read_split(data_dir, "valid"), train, accelerator, desc=desc)
     trainable, total = model.parameter_counts()
     record = {"backbone": to_dict(backbone), "train": to_dict(train), "history": history,

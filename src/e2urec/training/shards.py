@@ -25,7 +25,13 @@ from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_en
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig, to_dict
 from e2urec.data.samples import read_split
 from e2urec.fileio import atomic_dir
-from e2urec.training.finetune import finetune, finetune_and_save, initial_backbone, save_base
+from e2urec.training.finetune import (
+    finetune,
+    finetune_and_save,
+    initial_backbone,
+    save_base,
+    with_lora,
+)
 from e2urec.training.slices import (
     checkpoint_dir,
     copy_checkpoints,
@@ -67,9 +73,6 @@ def affected_shards(data_dir: Path, scheme: str) -> list[int]:
 
 def check_slice_training(train: TrainConfig, slices: int) -> None:
     """Refuse a training recipe that sliced shards cannot keep exact (one clear line)."""
-    if slices > 1 and train.use_lora:
-        raise ConfigError("slices train whole shard models: use_lora with slices > 1 is "
-                          "not supported yet")
     if slices > 1 and train.early_stopping:
         # Early stopping reads every user's valid rows: a shard would then depend on
         # users it never held, and a retrained slice would not equal a rebuild.
@@ -82,7 +85,10 @@ class ShardTrainer:
     """Trains shard models on one prepared data folder, sharing one backbone folder for LoRA.
 
     With ``slice_bounds`` (training/slices.py) each shard trains slice by slice and
-    keeps every slice's checkpoint; ``refit`` then resumes from one of them.
+    keeps every slice's checkpoint; ``refit`` then resumes from one of them. With LoRA
+    every shard (and every slice checkpoint) is an adapter on one frozen base: ``base``
+    when given (a model folder used where it lies, as a store's), else a copy of the
+    backbone saved once inside ``root``.
     """
 
     data_dir: Path
@@ -91,13 +97,18 @@ class ShardTrainer:
     accelerator: Accelerator
     root: Path
     slice_bounds: list[int] = field(default_factory=list)
+    base: Path | None = None
 
     def __post_init__(self) -> None:
         check_slice_training(self.train, len(self.slice_bounds) + 1)
 
     def backbone_dir(self) -> Path | None:
+        """The frozen base of LoRA shards (None: shards are whole models)."""
         if not self.train.use_lora:
             return None
+        if self.base is not None:
+            read_meta(self.base)  # one clear line when it is not a model folder
+            return self.base
         folder = self.root / "backbone"
         if (folder / META_FILE).is_file():  # built once, not once a shard
             return folder
@@ -121,8 +132,12 @@ class ShardTrainer:
         """Train shard ``index``'s slices from ``first`` on (``resume``'s checkpoint
         ``first - 1`` as the start, its earlier checkpoints copied) into ``out_dir``."""
         parts = split_by_slice(rows, self.slice_bounds)
-        model = load_model(checkpoint_dir(resume, first - 1)) if first else \
-            initial_backbone(self.backbone, self.data_dir, self.train.seed)
+        base = self.backbone_dir()
+        if first:  # an adapter checkpoint resumes with its adapters trainable
+            model = load_model(checkpoint_dir(resume, first - 1), trainable_adapter=bool(base))
+        else:
+            model = with_lora(load_model(base), self.train) if base else \
+                initial_backbone(self.backbone, self.data_dir, self.train.seed)
         trainable, total = model.parameter_counts()
         record: dict[str, Any] = {
             "backbone": to_dict(self.backbone), "train": to_dict(self.train), "shard": index,
@@ -140,7 +155,7 @@ class ShardTrainer:
                     record["history"]["seconds"] += trained["history"]["seconds"]
                 last = r == len(parts) - 1
                 save_model(model, tmp / ".member" if last else checkpoint_dir(tmp, r),
-                           {"train_record": {**record, "slice": r}})
+                           {"train_record": {**record, "slice": r}}, base_dir=base)
             for file in (tmp / ".member").iterdir():  # the last slice's model is the member
                 file.rename(tmp / file.name)
             (tmp / ".member").rmdir()
