@@ -47,7 +47,8 @@ def test_an_ensemble_store_forgets_by_retraining_slices_and_proves_it_exact(
     root = ensemble_store
     first = root / "versions" / "v0000"
     assert read_meta(first)["members"] == ["shard_0", "shard_1"]
-    assert len(read_meta(first)["slice_bounds"]) == 1
+    assert read_meta(first)["slices"] == 2
+    assert [len(b) for b in read_meta(first)["slice_bounds"]] == [1, 1]  # one a shard
     assert (checkpoint_dir(first / "shard_0", 0) / "model.safetensors").is_file()
     shards = json.loads((store_data / "shards.json").read_text())["user_balanced"]
     gone = "2"  # a forgotten pilot with training rows

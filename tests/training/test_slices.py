@@ -56,7 +56,7 @@ def test_slices_refuse_early_stopping_which_reads_every_users_valid_rows(prepare
                                                                          tmp_path):
     with pytest.raises(ConfigError, match="early_stopping: false"):
         ShardTrainer(prepared_dir, tiny_backbone(), quick_train(early_stopping=True),
-                     make_accelerator(cpu=True), tmp_path, [1])
+                     make_accelerator(cpu=True), tmp_path, [[1]])
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +75,26 @@ def late_user_data(tmp_path_factory):
                           tmp_path_factory.mktemp("late-user") / "data"), late
 
 
+@pytest.mark.parametrize("slice_data", ["own", "cumulative"])
 def test_a_sliced_deletion_equals_a_rebuild_without_the_user_byte_for_byte(late_user_data,
-                                                                          tmp_path):
+                                                                          tmp_path, slice_data):
     data, user = late_user_data
     train = quick_train(epochs=1, early_stopping=False)
     # The backbone's start is fixed once (as a store keeps it), so a rebuild shares it.
     start = save_model(create_backbone(tiny_backbone(), data, train.seed), tmp_path / "start")
     backbone = BackboneConfig(name=str(start), max_prompt_tokens=tiny_backbone().max_prompt_tokens)
     run_method("receraser", data, None, backbone, train,
-               {"slices": 3, "aggregator_hidden": 4, "aggregator_epochs": 1}, tmp_path / "out")
+               {"slices": 3, "slice_data": slice_data, "aggregator_hidden": 4,
+                "aggregator_epochs": 1}, tmp_path / "out")
     out = tmp_path / "out"
     bounds = read_meta(out / "initial")["slice_bounds"]
-    assert len(bounds) == 2
+    assert len(bounds) == 2 and all(len(b) == 2 for b in bounds)  # drawn per shard
 
     # The rebuild: the data without the user (as a store purges it), the same settings.
     rebuilt_data = tmp_path / "without"
     copy_data(data, rebuilt_data, drop_users={user})
     trainer = ShardTrainer(rebuilt_data, backbone, train, make_accelerator(cpu=True),
-                           tmp_path / "rebuilt", bounds)
+                           tmp_path / "rebuilt", bounds, slice_data=slice_data)
     rebuilt = initial_ensemble(trainer, "user_balanced", tmp_path / "rebuilt")
 
     shards = json.loads((data / "shards.json").read_text())["user_balanced"]
@@ -100,14 +102,20 @@ def test_a_sliced_deletion_equals_a_rebuild_without_the_user_byte_for_byte(late_
     assert len(members) == len(rebuilt) == 2
     retrained = read_meta(members[shards[user]])["train_record"]
     assert retrained["first_slice"] == 2  # the user arrived last: two slices kept as they were
-    assert retrained["trained_samples"] == retrained["slices"][2] < retrained["samples"]
+    # Own slices retrain the user's slice alone; cumulative ones every row up to it (an
+    # empty slice trains nothing: its member is the checkpoint before it).
+    last = retrained["slices"][2]
+    assert retrained["trained_samples"] == (
+        last if slice_data == "own" or not last else retrained["samples"])
+    assert retrained["slices"][2] < retrained["samples"]
     for mine, theirs in zip(members, rebuilt, strict=True):
         assert_same_weights(mine, theirs)
         for index in range(2):
             assert_same_weights(checkpoint_dir(mine, index), checkpoint_dir(theirs, index))
     # ... and the user's rows were in the slice it retrained, not in what it kept.
     train_rows = [r for r in read_split(data, "train") if shards[r["user_id"]] == shards[user]]
-    assert any(r["user_id"] == user for r in split_by_slice(train_rows, bounds)[2])
+    assert any(r["user_id"] == user
+               for r in split_by_slice(train_rows, bounds[shards[user]])[2])
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

@@ -31,6 +31,7 @@ from e2urec.methods.base import (
 )
 from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import check_slice_training, shard_assignment
+from e2urec.training.slices import per_shard
 
 REBUILD_DIR = ".rebuild"  # inside work/: never a request id (they start with a letter or digit)
 AGGREGATOR_FILE = "aggregator.safetensors"
@@ -130,7 +131,8 @@ def rebuild_and_compare(store: Store) -> dict[str, Any]:
         method = shard_method(store.serving["method"], store.serving["options"],
                               store.data_dir, store.backbone, store.train, scratch)
         try:
-            method.build_initial(scratch / "ensemble", served.get("slice_bounds", []))
+            method.build_initial(scratch / "ensemble", per_shard(
+                served.get("slice_bounds", []), len(served["members"])))
         except (ValueError, ConfigError) as err:
             return {"exact": False, "difference": f"cannot rebuild: {err}", "threads": threads}
         rebuilt = read_meta(scratch / "ensemble")

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from accelerate import Accelerator
@@ -59,8 +59,10 @@ from e2urec.training.shards import (
     ensemble_params,
     retrain_affected,
     save_initial_ensemble,
+    shard_assignment,
+    split_by_shard,
 )
-from e2urec.training.slices import draw_slice_bounds
+from e2urec.training.slices import draw_slice_bounds, per_shard
 from e2urec.training.stop_rule import make_probe
 from e2urec.training.unlearn_loop import LossFn, run_unlearning
 
@@ -197,6 +199,11 @@ class ShardOptions:
     slices: int = option(1, help="slices in time per shard, each with a checkpoint (SISA); "
                          "a deletion retrains a shard from the slice that first held the "
                          "users (training/slices.py)")
+    slice_data: Literal["own", "cumulative"] = option(
+        "own", help="what slice r trains on: own, its own users' rows (a sliced shard costs "
+        "what an unsliced one does); cumulative, every slice up to r (SISA's recipe)")
+    slice_epochs: int | None = option(None, help="epochs a slice trains (default: "
+                                      "train.epochs); fewer suit cumulative slices")
     lora_base: str | None = option(None, help="with train.use_lora: a model folder the shard "
                                    "adapters sit on, used where it lies (a store passes its "
                                    "own); default: a copy of the backbone inside the initial "
@@ -224,11 +231,11 @@ class ShardEnsembleUnlearner(Unlearner):
         """Where the initial ensemble lives: the ``initial`` option, else inside the output."""
         return Path(self.options.initial) if self.options.initial else self.ctx.out_dir / "initial"
 
-    def trainer(self, root: Path, slice_bounds: list[int]) -> ShardTrainer:
-        ctx = self.ctx
-        base = Path(self.options.lora_base) if self.options.lora_base else None
+    def trainer(self, root: Path, slice_bounds: list[list[int]]) -> ShardTrainer:
+        ctx, opts = self.ctx, self.options
+        base = Path(opts.lora_base) if opts.lora_base else None
         return ShardTrainer(ctx.data_dir, ctx.backbone, ctx.train, ctx.accelerator, root,
-                            slice_bounds, base)
+                            slice_bounds, base, opts.slice_data, opts.slice_epochs)
 
     def setup(self) -> None:
         folder = self.initial_dir()
@@ -239,24 +246,31 @@ class ShardEnsembleUnlearner(Unlearner):
             raise FileNotFoundError(f"initial ensemble folder {folder} holds no ensemble")
         self.build_initial(folder)
 
-    def build_initial(self, folder: Path, bounds: list[int] | None = None) -> None:
+    def build_initial(self, folder: Path, bounds: list[list[int]] | None = None) -> None:
         """Train the ensemble on all of train into ``folder`` (before any request).
 
-        The slice bounds are drawn here, once, unless given (a rebuild passes the
-        recorded ones), and recorded: a user's slice never moves after.
+        Each shard's slice bounds are drawn here, once, on its own rows (so its slices
+        hold about equal rows), unless given (a rebuild passes the recorded ones), and
+        recorded: a user's slice never moves after.
         """
+        scheme = self.scheme_for(self.options)
         if bounds is None:
-            bounds = draw_slice_bounds(self.ctx.rows("train"), self.options.slices)
-        save_initial_ensemble(self.trainer(folder, bounds), self.scheme_for(self.options), folder,
+            k, assign = shard_assignment(self.ctx.data_dir, scheme)
+            bounds = [draw_slice_bounds(part, self.options.slices)
+                      for part in split_by_shard(self.ctx.rows("train"), k, assign)]
+        save_initial_ensemble(self.trainer(folder, bounds), scheme, folder,
                               lambda members: self.aggregate(members, self.ctx.rows("train")),
-                              meta={"method": self.name, "slice_bounds": bounds})
+                              meta={"method": self.name, "slices": self.options.slices,
+                                    "slice_bounds": bounds})
 
-    def slice_bounds(self, folder: Path) -> list[int]:
-        """The initial ensemble's recorded slice bounds, checked against ``slices``."""
-        bounds = read_meta(folder).get("slice_bounds", [])
-        if len(bounds) + 1 != self.options.slices:
+    def slice_bounds(self, folder: Path) -> list[list[int]]:
+        """The initial ensemble's recorded slice bounds per shard, checked against ``slices``."""
+        meta = read_meta(folder)
+        bounds = per_shard(meta.get("slice_bounds", []), len(meta["members"]))
+        recorded = meta.get("slices", 1 + max(map(len, bounds), default=0))
+        if recorded != self.options.slices:
             raise ConfigError(f"slices: {self.options.slices}, but the initial ensemble "
-                              f"{folder} was trained with {len(bounds) + 1}")
+                              f"{folder} was trained with {recorded}")
         return bounds
 
     def unlearn(self, original: Backbone | None) -> Unlearned:
@@ -279,6 +293,7 @@ class ShardEnsembleUnlearner(Unlearner):
         save_ensemble(self.ctx.out_dir, record["members"], record["aggregator"],
                       meta={"method": self.name, "retrained_shards": record["retrained_shards"],
                             "scheme": self.scheme_for(self.options),
+                            "slices": self.options.slices,
                             "slice_bounds": record["slice_bounds"]})
 
     def parameter_counts(self, result: Unlearned) -> tuple[int, int]:

@@ -11,6 +11,7 @@ and points at the untouched shards' folders as they are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from e2urec.training.slices import (
 
 Assign = Callable[[dict[str, Any]], int]
 SCHEMES = ("sisa", "user_balanced")
+SLICE_DATA = ("own", "cumulative")
 
 
 def shard_assignment(data_dir: Path, scheme: str) -> tuple[int, Assign]:
@@ -96,11 +98,24 @@ class ShardTrainer:
     train: TrainConfig
     accelerator: Accelerator
     root: Path
-    slice_bounds: list[int] = field(default_factory=list)
+    slice_bounds: list[list[int]] = field(default_factory=list)  # per shard; []: unsliced
     base: Path | None = None
+    slice_data: str = "own"
+    slice_epochs: int | None = None
 
     def __post_init__(self) -> None:
-        check_slice_training(self.train, len(self.slice_bounds) + 1)
+        check_slice_training(self.train, 1 + max(map(len, self.slice_bounds), default=0))
+        if self.slice_data not in SLICE_DATA:
+            raise ConfigError(f"slice_data: {self.slice_data!r}; choose one of {SLICE_DATA}")
+
+    def bounds(self, index: int) -> list[int]:
+        """Shard ``index``'s slice bounds (empty: it trains in one piece)."""
+        return self.slice_bounds[index] if self.slice_bounds else []
+
+    def slice_rows(self, parts: list[list[dict]], r: int) -> list[dict]:
+        """What slice ``r`` passes over: its own users' rows, or (SISA's recipe) every
+        slice up to it; never a row of a later slice, so a checkpoint holds no later user."""
+        return parts[r] if self.slice_data == "own" else [x for p in parts[:r + 1] for x in p]
 
     def backbone_dir(self) -> Path | None:
         """The frozen base of LoRA shards (None: shards are whole models)."""
@@ -118,7 +133,7 @@ class ShardTrainer:
     def fit(self, index: int, rows: list[dict], out_dir: Path) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"shard {index} has no samples; use fewer shards")
-        if self.slice_bounds:
+        if self.bounds(index):
             return self.refit(index, rows, out_dir, None, 0)
         base = self.backbone_dir()
         start = load_model(base) if base else initial_backbone(self.backbone, self.data_dir,
@@ -131,7 +146,9 @@ class ShardTrainer:
               first: int) -> dict[str, Any]:
         """Train shard ``index``'s slices from ``first`` on (``resume``'s checkpoint
         ``first - 1`` as the start, its earlier checkpoints copied) into ``out_dir``."""
-        parts = split_by_slice(rows, self.slice_bounds)
+        parts = split_by_slice(rows, self.bounds(index))
+        train = self.train if self.slice_epochs is None else \
+            dataclasses.replace(self.train, epochs=self.slice_epochs)
         base = self.backbone_dir()
         if first:  # an adapter checkpoint resumes with its adapters trainable
             model = load_model(checkpoint_dir(resume, first - 1), trainable_adapter=bool(base))
@@ -143,14 +160,15 @@ class ShardTrainer:
             "backbone": to_dict(self.backbone), "train": to_dict(self.train), "shard": index,
             "samples": len(rows), "slices": [len(p) for p in parts], "first_slice": first,
             "trainable_params": trainable, "total_params": total,
-            "trained_samples": sum(len(p) for p in parts[first:]), "history": {"seconds": 0.0}}
+            "trained_samples": sum(len(self.slice_rows(parts, r)) for r in range(first, len(parts))
+                                   if parts[r]), "history": {"seconds": 0.0}}
         with _written_by_main(self.accelerator, out_dir) as tmp:
             if first:
                 copy_checkpoints(resume, tmp, first)
             for r in range(first, len(parts)):
                 if parts[r]:  # an empty slice keeps the checkpoint before it
-                    model, trained = finetune(self.data_dir, parts[r], self.backbone,
-                                              self.train, self.accelerator, model,
+                    model, trained = finetune(self.data_dir, self.slice_rows(parts, r),
+                                              self.backbone, train, self.accelerator, model,
                                               desc=f"shard {index} slice {r}")
                     record["history"]["seconds"] += trained["history"]["seconds"]
                 last = r == len(parts) - 1
@@ -224,8 +242,8 @@ def retrain_affected(trainer: ShardTrainer, scheme: str, initial: list[Path],
             members[index] = None
             continue
         member = out_dir / f"shard_{index}"
-        if trainer.slice_bounds:
-            first = first_slice_of(forgotten, train_parts[index], trainer.slice_bounds) or 0
+        if trainer.bounds(index):
+            first = first_slice_of(forgotten, train_parts[index], trainer.bounds(index)) or 0
             record = trainer.refit(index, retain_parts[index], member, initial[index], first)
         else:
             record = trainer.fit(index, retain_parts[index], member)

@@ -2,14 +2,15 @@
 only from the slice that first held the users.
 
 A user sits in exactly one slice of a shard: the one whose time range holds the user's
-first row there (newer users sit in later slices). The bounds between slices are a
-setting, drawn once when an ensemble is first built (each rounded down to the hour) and
-recorded with it, so a user's slice depends on that user's rows alone, never on who
-else is in the data.
+first row there (newer users sit in later slices). The bounds between a shard's slices
+are a setting, drawn once per shard when an ensemble is first built (so that its slices
+hold about equal rows; each bound rounded down to the hour) and recorded with it, so a
+user's slice depends on that user's rows alone, never on who else is in the data.
 
-A shard trains slice by slice (incrementally): slice r starts from the checkpoint after
-slice r - 1 and passes over the rows of slice r's users for the training epochs, so a
-sliced shard costs what an unsliced one does. Each slice's checkpoint is kept in the
+A shard trains slice by slice: slice r starts from the checkpoint after slice r - 1 and
+passes over the rows of slice r's users (``slice_data: own``, so a sliced shard costs
+what an unsliced one does) or of slices 0..r (``cumulative``, SISA's recipe) for the
+slice's epochs. Each slice's checkpoint is kept in the
 member folder (``slices/slice_<r>``; the last is the member itself). A deletion whose
 users first appear in slice j restarts from checkpoint j - 1 and trains slices j and
 later without them; the checkpoints before j never saw them and are copied as they are.
@@ -44,6 +45,14 @@ def draw_slice_bounds(rows: Sequence[dict[str, Any]], slices: int) -> list[int]:
             bounds.append(first[user] // HOUR * HOUR)
         seen += count[user]
     return bounds
+
+
+def per_shard(bounds: Sequence[Any], shards: int) -> list[list[int]]:
+    """Recorded slice bounds as one list a shard; an older ensemble recorded one list
+    for all its shards."""
+    if bounds and all(isinstance(b, list) for b in bounds):
+        return [list(b) for b in bounds]
+    return [list(bounds) for _ in range(shards)]
 
 
 def first_times(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
