@@ -92,3 +92,33 @@ def test_the_frontier_names_each_methods_cheapest_landing_or_none(prepared_dir, 
     rows = [line.split() for line in lines if line.startswith(("neggrad ", "npo "))]
     assert len(rows) == 4  # two lrs each
     assert (tmp_path / "work" / "forgetting_frontier.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_exact_path_choices_sets_each_k_and_r_against_retrain_and_names_the_best(
+        prepared_dir, tmp_path, capsys):
+    import json
+
+    from e2urec.checkpoints.folders import read_meta
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text("name: tiny\nbackbone: {name: tiny-llama, tiny_hidden: 32, tiny_layers: 1,"
+                      " tiny_heads: 2, tiny_intermediate: 64, tiny_vocab: 600}\n"
+                      "train: {epochs: 1, lr: 1.0e-3, batch_size: 8, early_stopping: false}\n"
+                      "methods: {retrain: {}}\n")
+    load_benchmark("exact_path_choices").main(
+        ["--config", str(config), "--data", str(prepared_dir), "--choices",
+         "2x1,3x2:cumulative:e1", "--positives", "5", "--workdir", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    results = json.loads(lines[-1])
+    assert set(results) == {"2x1", "3x2:cumulative:e1"}
+    assert lines[-2].startswith("best choice: ")
+    work = tmp_path / "exact-choices-0"
+    sliced = read_meta(work / "3x2-cumulative-e1" / "initial")
+    # K shards drawn on a copy of the data, R slices a shard, the recipe recorded.
+    assert len(sliced["members"]) == 3 and [len(b) for b in sliced["slice_bounds"]] == [1] * 3
+    record = read_meta(work / "3x2-cumulative-e1" / "initial" / "shard_0")["train_record"]
+    assert record["train"]["epochs"] == 1 and record["first_slice"] == 0
+    # The one-user request retrained the one shard that held the user.
+    assert len(read_meta(work / "3x2-cumulative-e1" / "one-user")["retrained_shards"]) == 1
+    assert all(r["one_user_vs_retrain"] > 0 for r in results.values())
