@@ -97,9 +97,11 @@ def test_ensemble_store_input_that_cannot_work_is_one_clear_line(
            str(store_data), "--store", str(tmp_path / "s2")], capsys, "--slices go with --method")
     fails(["deploy", "init", "--method", "sisa", "--shards", "3", "--data", str(store_data),
            "--store", str(tmp_path / "s3")], capsys, "prepared with 2 shards")
-    fails(["deploy", "init", "--method", "sisa", "--slices", "2", "--data", str(store_data),
-           "--store", str(tmp_path / "s4"), "--set", "train.early_stopping=true"], capsys,
-          "early_stopping: false")
+    # Early stopping reads every user's valid rows, sliced or not: no exact rebuild.
+    for slices in ("1", "2"):
+        fails(["deploy", "init", "--method", "sisa", "--slices", slices, "--data",
+               str(store_data), "--store", str(tmp_path / "s4"), "--set",
+               "train.early_stopping=true"], capsys, "early_stopping: false")
     assert not any((tmp_path / f"s{i}").exists() for i in range(1, 5))
     fails(["forget", "--store", str(ensemble_store), "--users", "3", "--method", "e2urec"],
           capsys, "serves a receraser ensemble", unchanged=(ensemble_store,))
@@ -180,3 +182,8 @@ def test_lora_shards_on_a_frozen_base_are_served_forgotten_and_proved_exact(
     assert main(["--threads", "1", "deploy", "verify", "--store", str(root), "--rebuild"]) == 1
     assert capsys.readouterr().out.startswith(
         f"not exact: {untouched}/slices/slice_0/adapter_model.safetensors: tensor {name} differs")
+
+    # Every member sits on the base: a changed base is a store that takes no request.
+    (base / "config.json").write_text((base / "config.json").read_text() + " ")
+    assert main(["deploy", "status", "--store", str(root)]) == 1
+    assert "backbone/ differs from its recorded hashes" in capsys.readouterr().out

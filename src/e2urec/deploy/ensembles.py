@@ -61,6 +61,11 @@ def check_ensemble_settings(method: str, options: dict[str, Any], data_dir: Path
     if shards is not None and shards != k:
         raise StoreError(f"--shards {shards}: {data_dir} was prepared with {k} shards; prepare "
                          f"it again with `e2urec prepare --shards {shards}`")
+    if train.early_stopping:
+        # Early stopping reads every user's valid rows: an untouched shard would depend on
+        # a forgotten user's, and the served ensemble would not equal a rebuild without them.
+        raise StoreError("an ensemble store needs train.early_stopping: false (a fixed number "
+                         "of epochs), so that a shard depends on its own users only")
     return to_dict(parsed)
 
 

@@ -259,7 +259,9 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             "kind": STORE_KIND, "format": FORMAT, "created": now(),
             "original": sources[-1]["original"], "data": sources[-1]["data"],
             "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train),
-            "serving": serving, "torch_threads": torch.get_num_threads()})
+            "serving": serving, "torch_threads": torch.get_num_threads(),
+            "backbone_sha256": folder_sha256(tmp / BACKBONE_DIR)
+            if (tmp / BACKBONE_DIR).is_dir() else None})
     return open_store(root)
 
 
@@ -387,6 +389,10 @@ def status(store: Store) -> dict[str, Any]:
     elif folder_sha256(folder) != current.model_sha256:
         problems.append(f"current version {current.id}: files differ from their recorded "
                         "hashes (altered or damaged)")
+    recorded = read_info(store.root).get("backbone_sha256")
+    if recorded and folder_sha256(store.root / BACKBONE_DIR) != recorded:
+        problems.append(f"{BACKBONE_DIR}/ differs from its recorded hashes (altered or "
+                        "damaged): every version's start, or its LoRA shards' base, is it")
     if links := links_in(store.root):
         problems.append(f"the store holds symbolic links ({', '.join(links[:5])}); it never "
                         "makes one and never deletes through one: remove them")

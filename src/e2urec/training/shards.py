@@ -157,7 +157,7 @@ class ShardTrainer:
                 initial_backbone(self.backbone, self.data_dir, self.train.seed)
         trainable, total = model.parameter_counts()
         record: dict[str, Any] = {
-            "backbone": to_dict(self.backbone), "train": to_dict(self.train), "shard": index,
+            "backbone": to_dict(self.backbone), "train": to_dict(train), "shard": index,
             "samples": len(rows), "slices": [len(p) for p in parts], "first_slice": first,
             "trainable_params": trainable, "total_params": total,
             "trained_samples": sum(len(self.slice_rows(parts, r)) for r in range(first, len(parts))
