@@ -31,7 +31,6 @@ from e2urec.methods.base import (
 )
 from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import check_slice_training, shard_assignment
-from e2urec.training.slices import per_shard
 
 REBUILD_DIR = ".rebuild"  # inside work/: never a request id (they start with a letter or digit)
 AGGREGATOR_FILE = "aggregator.safetensors"
@@ -56,16 +55,11 @@ def check_ensemble_settings(method: str, options: dict[str, Any], data_dir: Path
     if parsed.lora_base:
         raise StoreError("the store's LoRA shards sit on its own backbone folder: drop the "
                          "lora_base option")
-    check_slice_training(train, parsed.slices)
+    check_slice_training(train, parsed.slices, exact=True)
     k, _ = shard_assignment(data_dir, get_method(method).scheme_for(parsed))
     if shards is not None and shards != k:
         raise StoreError(f"--shards {shards}: {data_dir} was prepared with {k} shards; prepare "
                          f"it again with `e2urec prepare --shards {shards}`")
-    if train.early_stopping:
-        # Early stopping reads every user's valid rows: an untouched shard would depend on
-        # a forgotten user's, and the served ensemble would not equal a rebuild without them.
-        raise StoreError("an ensemble store needs train.early_stopping: false (a fixed number "
-                         "of epochs), so that a shard depends on its own users only")
     return to_dict(parsed)
 
 
@@ -136,8 +130,7 @@ def rebuild_and_compare(store: Store) -> dict[str, Any]:
         method = shard_method(store.serving["method"], store.serving["options"],
                               store.data_dir, store.backbone, store.train, scratch)
         try:
-            method.build_initial(scratch / "ensemble", per_shard(
-                served.get("slice_bounds", []), len(served["members"])))
+            method.build_initial(scratch / "ensemble", method.slice_bounds(current))
         except (ValueError, ConfigError) as err:
             return {"exact": False, "difference": f"cannot rebuild: {err}", "threads": threads}
         rebuilt = read_meta(scratch / "ensemble")

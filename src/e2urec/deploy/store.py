@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from e2urec.backbones.registry import TINY, Backbone, create_backbone
+from e2urec.backbones.registry import TINY
 from e2urec.checkpoints.folders import (
     META_FILE,
     check_model_folder,
@@ -46,6 +46,7 @@ from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, items_r
 from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
+from e2urec.training.finetune import initial_backbone
 
 STORE_FILE = "store.json"
 STORE_KIND = "e2urec-store"
@@ -237,8 +238,8 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             # later version (and a retrain) shares one vocabulary. It is learnt from the
             # data's public words only (backbones.registry.create_backbone). LoRA shards
             # sit on this folder: the frozen base, which never sees a user's row.
-            save_model(frozen_base(backbone, data_dir, train.seed), tmp / BACKBONE_DIR,
-                       {"role": "backbone"})
+            save_model(initial_backbone(backbone, data_dir, train.seed, merged=True),
+                       tmp / BACKBONE_DIR, {"role": "backbone"})
             built = dataclasses.replace(backbone, name=str(tmp / BACKBONE_DIR))
         folder = first_version(tmp / "versions" / first, built, tmp / "data")
         if lora_shards:  # the adapters' base moves with the store on the rename below
@@ -263,14 +264,6 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             "backbone_sha256": folder_sha256(tmp / BACKBONE_DIR)
             if (tmp / BACKBONE_DIR).is_dir() else None})
     return open_store(root)
-
-
-def frozen_base(backbone: BackboneConfig, data_dir: str | Path, seed: int) -> Backbone:
-    """The store's backbone folder's content: a saved model folder as one plain model, or
-    the backbone by name (a tiny one built on the data's public words)."""
-    if (Path(backbone.name) / META_FILE).is_file():
-        return load_model(backbone.name, merged=True)
-    return create_backbone(backbone, data_dir, seed)
 
 
 def _old_ledger(root: Path, overwrite: bool) -> Ledger | None:

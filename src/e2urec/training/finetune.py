@@ -17,10 +17,12 @@ from e2urec.data.samples import read_manifest, read_split
 from e2urec.training.loop import add_lora, fit, make_accelerator
 
 
-def initial_backbone(backbone: BackboneConfig, data_dir: str | Path, seed: int) -> Backbone:
-    """What fine-tuning starts from: an e2urec model folder as it is, or a backbone by name."""
+def initial_backbone(backbone: BackboneConfig, data_dir: str | Path, seed: int,
+                     merged: bool = False) -> Backbone:
+    """What fine-tuning starts from: an e2urec model folder as it is (with ``merged``, an
+    adapter folded into its base), or a backbone by name."""
     if (Path(backbone.name) / META_FILE).is_file():
-        return load_model(backbone.name)
+        return load_model(backbone.name, merged=merged)
     return create_backbone(backbone, data_dir, seed)
 
 

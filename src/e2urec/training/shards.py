@@ -73,12 +73,14 @@ def affected_shards(data_dir: Path, scheme: str) -> list[int]:
     return sorted({assign(row) for row in read_split(data_dir, "forget")})
 
 
-def check_slice_training(train: TrainConfig, slices: int) -> None:
-    """Refuse a training recipe that sliced shards cannot keep exact (one clear line)."""
-    if slices > 1 and train.early_stopping:
+def check_slice_training(train: TrainConfig, slices: int, exact: bool = False) -> None:
+    """Refuse a training recipe that sliced shards (or, with ``exact``, a store's shards,
+    which must equal a rebuild) cannot keep exact (one clear line)."""
+    if (slices > 1 or exact) and train.early_stopping:
         # Early stopping reads every user's valid rows: a shard would then depend on
-        # users it never held, and a retrained slice would not equal a rebuild.
-        raise ConfigError("slices need train.early_stopping: false (a fixed number of "
+        # users it never held, and a retrained shard would not equal a rebuild.
+        who = "slices" if slices > 1 else "an ensemble store's shards"
+        raise ConfigError(f"{who} need train.early_stopping: false (a fixed number of "
                           "epochs), so that a shard depends on its own users only")
 
 
