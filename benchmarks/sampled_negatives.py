@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import print_table
 
-from e2urec.bench.study import load_study
+from e2urec.bench.study import StudyConfig
 from e2urec.checkpoints.scorers import load_scorer
+from e2urec.config import from_dict, merge_dicts, parse_overrides, read_config_file
 from e2urec.data.catalog import read_catalog, swap_target
 from e2urec.data.prompts import NO_ANSWER
 from e2urec.data.samples import read_manifest, read_split, write_jsonl
@@ -38,8 +39,9 @@ from e2urec.evaluation.ranking import popularity
 from e2urec.training.finetune import train_split
 
 
-def with_negatives(data_dir: Path, k: int, out: Path, seed: int) -> Path:
-    """A copy of ``data_dir`` whose train split has ``k`` sampled unrated movies a row."""
+def with_negatives(data_dir: Path, k: float, out: Path, seed: int) -> Path:
+    """A copy of ``data_dir`` whose train split has ``k`` sampled unrated movies a row
+    (a fraction: that share of the rows gains one)."""
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(data_dir, out)
@@ -49,7 +51,8 @@ def with_negatives(data_dir: Path, k: int, out: Path, seed: int) -> Path:
     extra = []
     for row in rows:
         title = catalog.titles[row["item_id"]]
-        for item in catalog.sample_unrated(row["user_id"], k, rng):
+        n = int(k) + int(rng.random() < k - int(k))
+        for item in catalog.sample_unrated(row["user_id"], n, rng):
             extra.append({**row, "item_id": item, "answer": NO_ANSWER, "label": 0,
                           "prompt": swap_target(row["prompt"], title, catalog.titles[item])})
     write_jsonl(out / "train.jsonl", rows + extra)
@@ -64,13 +67,16 @@ def main(argv=None) -> None:
                         help="the study whose backbone and training recipe to use")
     parser.add_argument("--negatives", default="0,1", help="comma-separated counts k")
     parser.add_argument("--positives", type=int, default=300)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a study setting over --config (backbone.tiny_title_tokens=true)")
     parser.add_argument("--workdir", default="runs/benchmarks/sampled-negatives")
     args = parser.parse_args(argv)
     read_manifest(args.data)
-    study = load_study(args.config)
+    study = from_dict(StudyConfig, merge_dicts(read_config_file(args.config),
+                                               parse_overrides(args.set)), args.config)
     work = Path(args.workdir)
     rows = []
-    for k in (int(v) for v in args.negatives.split(",")):
+    for k in (float(v) for v in args.negatives.split(",")):
         data = with_negatives(Path(args.data), k, work / f"data-{k}", study.train.seed)
         began = time.perf_counter()
         train_split(data, "train", study.backbone, study.train, work / f"original-{k}")
@@ -79,7 +85,7 @@ def main(argv=None) -> None:
                               splits=("test", "forget"), max_samples=400,
                               ranking_positives=args.positives)
         ranked = metrics["ranking"]
-        rows.append([str(k), str(len(read_split(data, "train"))), f"{seconds:.0f}",
+        rows.append([f"{k:g}", str(len(read_split(data, "train"))), f"{seconds:.0f}",
                      f"{metrics['test']['auc']:.4f}", f"{metrics['forget']['auc']:.4f}",
                      f"{metrics.get('mia_auc', float('nan')):.4f}",
                      f"{ranked['hr@10']:.4f}", f"{ranked['ndcg@10']:.4f}"])

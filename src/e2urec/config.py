@@ -95,6 +95,8 @@ class BackboneConfig:
     tiny_heads: int = option(4, help="attention heads of a tiny model")
     tiny_intermediate: int = option(256, help="feed-forward size of a tiny model")
     tiny_vocab: int = option(4000, help="vocabulary of a tiny model's word-level tokenizer")
+    tiny_title_tokens: bool = option(True, help="a tiny tokenizer also holds each catalogue "
+                                     "title as one token: movies as their own tokens")
     tiny_tie_embeddings: bool = option(True, help="a tiny model's output layer shares the "
                                        "input embeddings")
     max_prompt_tokens: int = option(512, help="longer prompts lose their oldest history")

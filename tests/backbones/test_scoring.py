@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -6,7 +7,10 @@ from transformers import PreTrainedTokenizerFast
 from e2urec.backbones.registry import create_backbone
 from e2urec.backbones.scoring import TokenizerError, answer_logits, answer_tokens, p_yes
 from e2urec.backbones.tiny import train_word_tokenizer
+from e2urec.checkpoints.scorers import ModelScorer
+from e2urec.config import BackboneConfig
 from e2urec.data.samples import read_split
+from e2urec.evaluation.ranking import candidate_groups, candidate_scores
 from tests.helpers import tiny_backbone
 
 
@@ -89,3 +93,43 @@ def test_long_prompts_keep_their_question(prepared_dir):
     assert len(feature["prompt"]) == 20
     tail = backbone.tokenizer.decode(feature["prompt"][-4:])
     assert "yes or no" in tail
+
+
+def test_title_tokens_make_every_catalogue_title_one_token_and_a_model_trains(prepared_dir):
+    """With ``tiny_title_tokens`` each catalogue title is one token wherever it appears
+    (history or candidate); the words stay, for text that is no title (a trigger)."""
+    from e2urec.data.catalog import read_catalog, read_vocabulary
+    from e2urec.data.prompts import canary_triggers
+
+    assert BackboneConfig().tiny_title_tokens  # the default, and the demo's
+    config = tiny_backbone("tiny-llama")
+    plain = create_backbone(config, prepared_dir, seed=0)
+    config.tiny_title_tokens = True
+    titled = create_backbone(config, prepared_dir, seed=0)
+    titles = read_vocabulary(prepared_dir)["titles"]
+    assert len(titled.tokenizer) == len(plain.tokenizer) + len(titles)
+    for title in titles:
+        assert titled.tokenizer.tokenize(title) == [title]
+    row = read_split(prepared_dir, "train")[0]
+    catalog = read_catalog(prepared_dir)
+    tokens = titled.tokenizer.tokenize(row["prompt"])
+    assert catalog.titles[row["item_id"]] in tokens
+    assert len(tokens) < len(plain.tokenizer.tokenize(row["prompt"]))
+    # Not a title (a canary trigger): still read word by word, never the unknown token.
+    trigger = canary_triggers(["u"], titles, seed=0)["u"]
+    words = titled.tokenizer.tokenize(trigger)
+    assert len(words) > 1 and titled.tokenizer.unk_token not in words
+    # The real code path: a step of training moves the title's own embedding.
+    encoder = titled.encoder()
+    batch = encoder.collate(encoder.encode([row]))
+    title_id = titled.tokenizer.convert_tokens_to_ids(catalog.titles[row["item_id"]])
+    before = titled.model.get_input_embeddings().weight[title_id].clone()
+    answer_logits(titled.model, batch)[:, 0].sum().backward()
+    torch.optim.SGD(titled.model.parameters(), lr=1.0).step()
+    assert not torch.equal(before, titled.model.get_input_embeddings().weight[title_id])
+    # Candidates of one prompt now differ in one token: read the prefix once, same scores.
+    groups = candidate_groups(prepared_dir, negatives=15, max_positives=4)
+    scorer = ModelScorer(titled)
+    whole = candidate_scores(scorer, groups, batch_size=7, shared_prefix=False)
+    shared = candidate_scores(scorer, groups, batch_size=5, shared_prefix=True)
+    assert np.abs(whole - shared).max() < 1e-5 and whole.std() > 0

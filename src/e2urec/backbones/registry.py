@@ -155,7 +155,8 @@ def create_backbone(config: BackboneConfig, data_dir: str | Path | None = None,
         vocabulary = read_vocabulary(data_dir)
         history = int(read_manifest(data_dir).get("config", {}).get("history", 10))
         texts = public_prompts(vocabulary["titles"], vocabulary["occupations"], history)
-        tokenizer = train_word_tokenizer(texts, config.tiny_vocab)
+        titles = vocabulary["titles"] if config.tiny_title_tokens else ()
+        tokenizer = train_word_tokenizer(texts, config.tiny_vocab, whole=titles)
         model = build_tiny_model(TINY[config.name], config, tokenizer, seed)
         return Backbone(model, tokenizer, TINY[config.name], config.max_prompt_tokens)
     source = smollm2_folder() if config.name == SMOLLM2 else config.name

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -25,8 +25,10 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>
                   "bos_token": "<s>"}
 
 
-def train_word_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer (words and punctuation runs) fitted to ``texts``."""
+def train_word_tokenizer(texts: Iterable[str], vocab_size: int,
+                         whole: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer (words and punctuation runs) fitted to ``texts``; each
+    string of ``whole`` (a catalogue's titles) is one token of its own besides."""
     tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(
@@ -34,6 +36,9 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTok
     )
     # The answers go first so that "Yes"/"No" are always in the vocabulary.
     tok.train_from_iterator(_with_answers(texts), trainer=trainer)
+    # Matched before the words, longest first: a movie is one token wherever its title
+    # appears, so the model can learn each movie as itself, not only through its words.
+    tok.add_tokens([AddedToken(text, normalized=False) for text in sorted(set(whole))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
