@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,7 @@ def _tail_scores(scorer: Scorer, encoder: Any, state: Any, tails: list[dict[str,
     # (100 rows at 32: four of 25, not three of 32 and one of 4): each forward
     # pass has a fixed cost, which a small last batch pays in full.
     order = sorted(range(len(tails)), key=lambda i: len(tails[i]["prompt"]))
-    size = -(-len(order) // -(-len(order) // batch_size))
+    size = math.ceil(len(order) / math.ceil(len(order) / batch_size))
     scores = torch.empty(len(tails))
     for start in range(0, len(order), size):
         chunk = order[start:start + size]
