@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from e2urec.backbones.registry import SMOLLM2, load_pretrained, smollm2_folder
+from e2urec.checkpoints.folders import CheckpointError
+from e2urec.checkpoints.scorers import ModelScorer, Scorer, load_scorer
 from e2urec.config import PrepareConfig
 from e2urec.data.protocol import prepare_dataset, write_prepared
 from e2urec.data.samples import read_manifest
@@ -24,6 +27,15 @@ def add_common_args(parser: argparse.ArgumentParser,
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/benchmarks")
+
+
+def scorer_of(name: str) -> Scorer:
+    """A trained model folder, or a pretrained backbone untouched (smollm2-135m, a local
+    or hub folder)."""
+    try:
+        return load_scorer(name)
+    except CheckpointError:
+        return ModelScorer(load_pretrained(smollm2_folder() if name == SMOLLM2 else name))
 
 
 def pick_device(name: str) -> torch.device:

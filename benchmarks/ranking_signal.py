@@ -24,9 +24,8 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_table
+from common import print_table, scorer_of
 
-from e2urec.checkpoints.scorers import load_scorer
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import (
     candidate_groups,
@@ -50,7 +49,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a prepared folder with a catalogue")
-    parser.add_argument("--models", required=True, help="comma-separated model folders")
+    parser.add_argument("--models", required=True,
+                        help="comma-separated model folders, or a pretrained backbone as it "
+                        "is (smollm2-135m)")
     parser.add_argument("--positives", type=int, default=100, help="liked test samples")
     parser.add_argument("--negatives", type=int, default=99,
                         help="unrated movies each liked one is ranked against")
@@ -67,7 +68,7 @@ def main(argv=None) -> None:
     baseline = rank_metrics(counts)
     rows = []
     for folder in args.models.split(","):
-        scores = candidate_scores(load_scorer(folder), groups)
+        scores = candidate_scores(scorer_of(folder), groups)
         ranked = rank_metrics(scores)
         rows.append([folder, f"{scores[:, 0].mean():.3f}", f"{scores[:, 1:].mean():.3f}",
                      f"{popularity_following(scores, counts):.2f}",

@@ -24,21 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pick_device, print_table
+from common import pick_device, print_table, scorer_of
 
-from e2urec.backbones.registry import SMOLLM2, load_pretrained, smollm2_folder
-from e2urec.checkpoints.folders import CheckpointError
-from e2urec.checkpoints.scorers import ModelScorer, Scorer, load_scorer
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import candidate_groups, candidate_scores, rank_metrics
-
-
-def scorer_of(name: str) -> Scorer:
-    """A trained model folder, or a pretrained backbone untouched (to time a bigger model)."""
-    try:
-        return load_scorer(name)
-    except CheckpointError:
-        return ModelScorer(load_pretrained(smollm2_folder() if name == SMOLLM2 else name))
 
 
 def main(argv=None) -> None:
