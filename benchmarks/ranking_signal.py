@@ -10,7 +10,9 @@ and ``--negatives`` unrated ones a positive), how often the liked movie and
 the other candidates were rated in the training rows, and the share never
 rated there. Per model the table gives the mean P(yes) of the liked movie and
 of the others, the mean Spearman correlation (a positive's candidates) of the
-model's scores with those counts, and HR@10 / NDCG@10 beside popularity's.
+model's scores with those counts, and HR@10 / NDCG@10 beside popularity's; then
+the most-rated list with its ties ordered by the model (what the model knows that
+the count does not), beside the same list with its ties ordered at random.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ def popularity_following(scores: np.ndarray, counts: np.ndarray) -> float:
     return float(np.mean(rhos))
 
 
+def random_ties(counts: np.ndarray, draws: int = 20) -> dict[str, float]:
+    """The most-rated list with its ties ordered at random, averaged over ``draws``: what
+    a tie-break that knows nothing gives."""
+    rng = np.random.default_rng(0)
+    metrics = [rank_metrics(counts + rng.random(counts.shape) * (1.0 - 1e-9))
+               for _ in range(draws)]
+    return {key: float(np.mean([m[key] for m in metrics])) for key in ("hr@10", "ndcg@10")}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,13 +81,20 @@ def main(argv=None) -> None:
     for folder in args.models.split(","):
         scores = candidate_scores(scorer_of(folder), groups)
         ranked = rank_metrics(scores)
+        # P(yes) < 1 orders only the movies rated equally often: what the model knows
+        # that the count does not.
+        tie_broken = rank_metrics(counts + np.clip(scores, 0.0, 1.0 - 1e-9))
         rows.append([folder, f"{scores[:, 0].mean():.3f}", f"{scores[:, 1:].mean():.3f}",
                      f"{popularity_following(scores, counts):.2f}",
-                     f"{ranked['hr@10']:.3f}", f"{ranked['ndcg@10']:.3f}"])
+                     f"{ranked['hr@10']:.3f}", f"{ranked['ndcg@10']:.3f}",
+                     f"{tie_broken['hr@10']:.3f}", f"{tie_broken['ndcg@10']:.3f}"])
     rows.append(["popularity", "-", "-", "1.00", f"{baseline['hr@10']:.3f}",
-                 f"{baseline['ndcg@10']:.3f}"])
+                 f"{baseline['ndcg@10']:.3f}", "-", "-"])
+    at_random = random_ties(counts)
+    rows.append(["popularity, ties at random (20 draws)", "-", "-", "1.00", "-", "-",
+                 f"{at_random['hr@10']:.3f}", f"{at_random['ndcg@10']:.3f}"])
     print_table(["model", "P(yes) liked", "P(yes) others", "Spearman with counts",
-                 "HR@10", "NDCG@10"], rows)
+                 "HR@10", "NDCG@10", "HR@10 ties by model", "NDCG@10 ties by model"], rows)
 
 
 if __name__ == "__main__":
