@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import print_table
 
-from e2urec.bench.study import StudyConfig
+from e2urec.bench.study import load_study
 from e2urec.checkpoints.scorers import load_scorer
-from e2urec.config import from_dict, merge_dicts, parse_overrides, read_config_file
+from e2urec.config import ConfigError, parse_overrides
 from e2urec.data.catalog import read_catalog, swap_target
 from e2urec.data.prompts import NO_ANSWER
 from e2urec.data.samples import read_manifest, read_split, write_jsonl
@@ -72,8 +72,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default="runs/benchmarks/sampled-negatives")
     args = parser.parse_args(argv)
     read_manifest(args.data)
-    study = from_dict(StudyConfig, merge_dicts(read_config_file(args.config),
-                                               parse_overrides(args.set)), args.config)
+    try:
+        study = load_study(args.config, parse_overrides(args.set))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     work = Path(args.workdir)
     rows = []
     for k in (float(v) for v in args.negatives.split(",")):

@@ -87,6 +87,19 @@ def test_a_study_file_gives_train_and_unlearn_its_backbone_train_and_method(tmp_
         run_args("train", "--data", "d", "--out", "o", "--config", str(tmp_path / "bad.yaml"))
 
 
+def test_overrides_go_over_a_study_file_and_its_extends_and_a_typo_is_named():
+    plain = load_study(CONFIGS / "demo-seeds.yaml")
+    study = load_study(CONFIGS / "demo-seeds.yaml",
+                       parse_overrides(["train.lr=5e-4", "backbone.tiny_hidden=256"]))
+    assert (study.train.lr, study.backbone.tiny_hidden) == (5e-4, 256)
+    # Everything else stays as the file (and the file it extends) has it.
+    assert study.train.epochs == plain.train.epochs and study.seeds == plain.seeds
+    assert study.backbone.tiny_layers == plain.backbone.tiny_layers
+    assert study.methods == plain.methods
+    with pytest.raises(ConfigError, match="unknown key 'lrr'; did you mean 'lr'"):
+        load_study(CONFIGS / "demo.yaml", parse_overrides(["train.lrr=1"]))
+
+
 def test_the_command_line_defaults_are_the_demos():
     study = load_study(CONFIGS / "demo.yaml")
     backbone, train, _ = run_args("train", "--data", "d", "--out", "o")

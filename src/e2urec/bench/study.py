@@ -32,6 +32,7 @@ from e2urec.config import (
     TrainConfig,
     config_hash,
     from_dict,
+    merge_dicts,
     option,
     read_config_file,
     to_dict,
@@ -86,10 +87,12 @@ def method_of(entry: str) -> str:
     return entry.split("/", 1)[0]
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """A study from YAML; ``extends: other.yaml`` starts from another study's settings."""
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """A study from YAML; ``extends: other.yaml`` starts from another study's settings,
+    and ``overrides`` (nested, as :func:`parse_overrides` gives) go over the file's."""
     path = Path(path)
-    return from_dict(StudyConfig, read_config_file(path), path.name)
+    return from_dict(StudyConfig, merge_dicts(read_config_file(path), overrides or {}),
+                     path.name)
 
 
 class Stages:

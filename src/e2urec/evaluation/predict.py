@@ -60,6 +60,9 @@ def predict(scorer: Scorer, rows: Sequence[dict[str, Any]], batch_size: int = 64
                        torch.cat(kept) if keep_logits else None)
 
 
+PREFIX_BATCH = 8  # prefixes read in one pass (their keys and values stay in memory)
+
+
 @torch.no_grad()
 def predict_groups(scorer: Scorer, groups: Sequence[Sequence[dict[str, Any]]],
                    batch_size: int = 32, device: torch.device | None = None
@@ -96,9 +99,6 @@ def predict_groups(scorer: Scorer, groups: Sequence[Sequence[dict[str, Any]]],
                 out[i] = _tail_scores(scorer, encoder, _row_of(state, row), split[i][1],
                                       batch_size, device)
     return out
-
-
-PREFIX_BATCH = 8  # prefixes read in one pass (their keys and values stay in memory)
 
 
 def _tail_scores(scorer: Scorer, encoder: Any, state: Any, tails: list[dict[str, Any]],
