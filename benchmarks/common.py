@@ -31,11 +31,22 @@ def add_common_args(parser: argparse.ArgumentParser,
 
 def scorer_of(name: str) -> Scorer:
     """A trained model folder, or a pretrained backbone untouched (smollm2-135m, a local
-    or hub folder)."""
+    or hub folder); one clear line when it is neither."""
     try:
         return load_scorer(name)
-    except CheckpointError:
-        return ModelScorer(load_pretrained(smollm2_folder() if name == SMOLLM2 else name))
+    except CheckpointError as err:
+        try:
+            return ModelScorer(load_pretrained(smollm2_folder() if name == SMOLLM2
+                                               else name))
+        except (OSError, ValueError):  # not found offline; not a valid hub id
+            raise SystemExit(f"error: {err}; nor is it a pretrained model that loads "
+                             "here") from None
+
+
+def scorers_of(names: str) -> list[tuple[str, Scorer]]:
+    """Every model of a comma-separated ``--models``, loaded before any work starts, so
+    that a mistyped one stops the run at once."""
+    return [(name, scorer_of(name)) for name in names.split(",")]
 
 
 def pick_device(name: str) -> torch.device:

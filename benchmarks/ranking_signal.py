@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_table, scorer_of
+from common import print_table, scorers_of
 
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import (
@@ -68,6 +68,7 @@ def main(argv=None) -> None:
                         help="unrated movies each liked one is ranked against")
     args = parser.parse_args(argv)
     read_manifest(args.data)
+    models = scorers_of(args.models)
     groups = candidate_groups(args.data, args.negatives, args.positives)
     if groups is None:
         raise SystemExit(f"{args.data} has no catalogue to rank from")
@@ -78,8 +79,8 @@ def main(argv=None) -> None:
           f"{(counts[:, 0] == 0).mean():.0%}, others {(counts[:, 1:] == 0).mean():.0%}")
     baseline = rank_metrics(counts)
     rows = []
-    for folder in args.models.split(","):
-        scores = candidate_scores(scorer_of(folder), groups)
+    for folder, scorer in models:
+        scores = candidate_scores(scorer, groups)
         ranked = rank_metrics(scores)
         # P(yes) < 1 orders only the movies rated equally often: what the model knows
         # that the count does not.

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pick_device, print_table, scorer_of
+from common import pick_device, print_table, scorers_of
 
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import candidate_groups, candidate_scores, rank_metrics
@@ -46,13 +46,13 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
     read_manifest(args.data)
+    models = scorers_of(args.models)
     device = pick_device(args.device)
     groups = candidate_groups(args.data, args.negatives, args.positives)
     if groups is None:
         raise SystemExit(f"{args.data} has no catalogue to rank from")
     rows, ratios = [], []
-    for folder in args.models.split(","):
-        scorer = scorer_of(folder)
+    for folder, scorer in models:
         timed = {}
         for shared in (False, True):
             began = time.perf_counter()
