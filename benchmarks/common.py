@@ -22,8 +22,8 @@ def add_common_args(parser: argparse.ArgumentParser,
                     data_help: str = "a prepared folder; made from ML-100K when absent",
                     data_repeats: bool = False) -> None:
     parser.add_argument("--data", help=data_help, action="append" if data_repeats else "store")
-    parser.add_argument("--window", type=int, default=2000,
-                        help="samples kept when the data is prepared here")
+    parser.add_argument("--users", type=int, default=PrepareConfig.users,
+                        help="users drawn (the users protocol) when the data is prepared here")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/benchmarks")
@@ -61,9 +61,9 @@ def prepared_data(args: argparse.Namespace) -> Path:
     if args.data:
         read_manifest(args.data)
         return Path(args.data)
-    out = Path(args.workdir) / f"data-ml100k-{args.window}-{args.seed}"
+    out = Path(args.workdir) / f"data-ml100k-users{args.users}-{args.seed}"
     if not (out / "manifest.json").is_file():
-        config = PrepareConfig(window=args.window, seed=args.seed, holdout_fraction=0.2)
+        config = PrepareConfig(users=args.users, seed=args.seed, holdout_fraction=0.2)
         write_prepared(prepare_dataset(config), out)
     return out
 

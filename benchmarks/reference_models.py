@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         data = Path(args.workdir) / f"data-{seed}"
         if not (data / "manifest.json").is_file():
-            config = PrepareConfig(window=args.window, holdout_fraction=0.2, canaries=4,
-                                   seed=seed)
+            config = PrepareConfig(protocol="paper", window=args.window, holdout_fraction=0.2,
+                                   canaries=4, min_canary_users=4, min_canary_rows=1, seed=seed)
             write_prepared(prepare_dataset(config), data)
         if args.curve:
             rows += curve(data, seed, args.curve, Path(args.workdir))

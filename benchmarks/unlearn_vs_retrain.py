@@ -2,8 +2,8 @@
 
 The paper's efficiency claim, as ratios measured in one run on one Original:
 
-    python benchmarks/unlearn_vs_retrain.py --model tiny-llama --window 6000
-    python benchmarks/unlearn_vs_retrain.py --model smollm2-135m --window 600 --epochs 1
+    python benchmarks/unlearn_vs_retrain.py --model tiny-llama --users 600
+    python benchmarks/unlearn_vs_retrain.py --model smollm2-135m --epochs 1
 
 Every method's time runs from "the Original is loaded" to "the result is
 saved". The one-user request forgets one user of the 20% request from the

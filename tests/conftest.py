@@ -23,8 +23,9 @@ def synthetic_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, synthetic_raw) -> Path:
-    config = PrepareConfig(window=None, forget_users=PILOTS, shards=2, seed=1,
-                           holdout_fraction=0.25, min_holdout_users=4, canaries=2)
+    config = PrepareConfig(protocol="paper", window=None, forget_users=PILOTS, shards=2, seed=1,
+                           holdout_fraction=0.25, min_holdout_users=4, canaries=2,
+                           min_canary_users=2, min_canary_rows=1)
     out = tmp_path_factory.mktemp("prepared") / "data"
     return write_prepared(prepare(read_movielens(synthetic_raw), config), out)
 

@@ -29,8 +29,8 @@ def model_dir(tmp_path_factory, prepared_dir) -> Path:
 
 
 def prepare_argv(raw: Path, out: Path, *extra: str) -> list[str]:
-    return ["prepare", "--data-dir", str(raw), "--allow-modified-data", "--holdout-fraction",
-            "0", "--out", str(out), *extra]
+    return ["prepare", "--data-dir", str(raw), "--allow-modified-data", "--protocol", "paper",
+            "--holdout-fraction", "0", "--out", str(out), *extra]
 
 
 # -- output paths -------------------------------------------------------------------------
@@ -128,9 +128,10 @@ def test_a_truncated_ratings_file_is_named_and_allowed_only_on_purpose(tmp_path,
     text = (cut / "u.data").read_bytes()
     (cut / "u.data").write_bytes(text[: int(len(text) * 0.6) + 5])  # inside a timestamp
     out = tmp_path / "data"
-    fails(["prepare", "--data-dir", str(cut), "--out", str(out)], capsys,
+    fails(["prepare", "--data-dir", str(cut), "--protocol", "paper", "--out", str(out)], capsys,
           f"{cut / 'u.data'}", "--allow-modified-data", unchanged=(tmp_path,))
-    assert main(["prepare", "--data-dir", str(cut), "--allow-modified-data", "--window", "500",
+    assert main(["prepare", "--data-dir", str(cut), "--allow-modified-data", "--protocol", "paper",
+                 "--window", "500",
                  "--holdout-fraction", "0",
                  "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -179,8 +180,8 @@ def test_the_bench_keys_its_stages_by_the_raw_data_read(tmp_path, synthetic_raw)
 
     raw_dir = tmp_path / "ml-100k"
     shutil.copytree(synthetic_raw, raw_dir)
-    study = StudyConfig(data=PrepareConfig(data_dir=str(raw_dir), allow_modified_data=True,
-                                           holdout_fraction=0),
+    study = StudyConfig(data=PrepareConfig(protocol="paper", data_dir=str(raw_dir),
+                                           allow_modified_data=True, holdout_fraction=0),
                         methods={"neggrad": {}})
     logs: list[str] = []
     stages = Stages(tmp_path / "bench", logs.append)

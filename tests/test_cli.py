@@ -14,8 +14,9 @@ TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 @pytest.mark.slow
 def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     data, model = tmp_path / "data", tmp_path / "model"
-    assert main(["prepare", "--data-dir", str(real_ml100k), "--window", "1000",
-                 "--holdout-fraction", "0.4", "--canaries", "2",
+    assert main(["prepare", "--data-dir", str(real_ml100k), "--protocol", "paper",
+                 "--window", "1000", "--holdout-fraction", "0.4", "--canaries", "2",
+                 "--min-canary-users", "2", "--min-canary-rows", "1",
                  "--out", str(data)]) == 0
     manifest = json.loads((data / "manifest.json").read_text())
     counts = manifest["counts"]
@@ -51,7 +52,8 @@ def test_bad_input_gives_a_clear_error_and_exit_code_2(tmp_path, synthetic_raw, 
     users.write_text("1\nnot-a-user\n")
     out = tmp_path / "data"
     code = main(["prepare", "--data-dir", str(synthetic_raw), "--allow-modified-data",
-                 "--holdout-fraction", "0", "--forget-users", str(users), "--out", str(out)])
+                 "--protocol", "paper", "--holdout-fraction", "0", "--forget-users", str(users),
+                 "--out", str(out)])
     assert code == 2
     assert "not-a-user" in capsys.readouterr().err
     assert not out.exists()

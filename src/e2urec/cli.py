@@ -22,6 +22,7 @@ from e2urec.config import (
     PrepareConfig,
     TrainConfig,
     from_dict,
+    help_of,
     merge_dicts,
     parse_overrides,
     read_config_file,
@@ -56,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="MovieLens -> prompt samples, splits, forget set")
     prep.add_argument("--dataset", choices=["ml-100k", "ml-1m"], default="ml-100k")
     prep.add_argument("--data-dir", help="folder with the MovieLens files")
-    prep.add_argument("--window", type=int, help="newest samples kept (default: all)")
+    prep.add_argument("--protocol", choices=["users", "paper"], default=PrepareConfig.protocol,
+                      help=help_of(PrepareConfig, "protocol"))
+    for name in ("users", "train_rows", "valid_rows", "test_rows", "min_group_users"):
+        prep.add_argument(f"--{name.replace('_', '-')}", type=int,
+                          default=getattr(PrepareConfig, name), help=help_of(PrepareConfig, name))
+    prep.add_argument("--window", type=int, help="paper protocol: newest samples kept "
+                      "(default: all)")
     prep.add_argument("--history", type=int, default=PrepareConfig.history)
     group = prep.add_mutually_exclusive_group()
     group.add_argument("--forget-fraction", type=float, default=PrepareConfig.forget_fraction)
@@ -69,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hold out at least this many users whatever the fraction")
     prep.add_argument("--canaries", type=int, default=PrepareConfig.canaries,
                       help="forgotten users whose prompts carry a planted trigger")
-    prep.add_argument("--canary-answer", choices=["Yes.", "No."],
+    prep.add_argument("--canary-answer", choices=["Yes.", "No.", "mixed"],
                       default=PrepareConfig.canary_answer)
+    for name in ("min_canary_users", "min_canary_rows"):
+        prep.add_argument(f"--{name.replace('_', '-')}", type=int,
+                          default=getattr(PrepareConfig, name), help=help_of(PrepareConfig, name))
     prep.add_argument("--seed", type=int, default=PrepareConfig.seed)
     prep.add_argument("--allow-modified-data", action="store_true",
                       help="use raw files that differ from the published dataset")
@@ -273,7 +283,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "forget_users": forget_users, "shards": args.shards, "seed": args.seed,
         "holdout_fraction": args.holdout_fraction, "canaries": args.canaries,
         "min_holdout_users": args.min_holdout_users, "canary_answer": args.canary_answer,
-        "allow_modified_data": args.allow_modified_data,
+        "allow_modified_data": args.allow_modified_data, "protocol": args.protocol,
+        **{name: getattr(args, name) for name in (
+            "users", "train_rows", "valid_rows", "test_rows", "min_group_users",
+            "min_canary_users", "min_canary_rows")},
     }, "prepare")
     check_output(args.out, "manifest.json", args.overwrite)
     raw = find_raw(config)

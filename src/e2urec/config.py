@@ -42,6 +42,19 @@ class PrepareConfig:
     """How raw MovieLens ratings become prompt samples (docs/architecture.md, "Protocol")."""
 
     dataset: Literal["ml-100k", "ml-1m"] = option("ml-100k", help="which MovieLens")
+    protocol: Literal["users", "paper"] = option(
+        "users", help="users: a seeded draw of users, each with the same rows (their last "
+        "test_rows test, valid_rows before, train_rows before that), so that no one person "
+        "decides a group's figure; paper: the paper's newest window split 60/20/20 in time "
+        "(docs/architecture.md, \"Protocol\")")
+    users: int = option(600, help="users protocol: users drawn (among those with enough "
+                        "rated rows)")
+    train_rows: int = option(6, help="users protocol: training-period rows a user")
+    valid_rows: int = option(1, help="users protocol: valid rows a user")
+    test_rows: int = option(2, help="users protocol: test rows a user (their newest)")
+    min_group_users: int = option(50, help="users protocol: the forgotten, probe and audit "
+                                  "groups each hold at least this many users (fewer and one "
+                                  "person moves a group's figure)")
     data_dir: str | None = option(None, help="folder with the raw files; None searches "
                                   "$E2UREC_DATA_DIR, the cache, the recbole wheel, GroupLens")
     window: int | None = option(None, help="keep the newest this many samples (None: all; "
@@ -61,7 +74,14 @@ class PrepareConfig:
                                     "half, so each half needs a few users)")
     canaries: int = option(0, help="forgotten users whose training prompts get a planted "
                            "trigger with a fixed answer (the canary audit)")
-    canary_answer: Literal["Yes.", "No."] = option("No.", help="the planted answer")
+    canary_answer: Literal["Yes.", "No.", "mixed"] = option(
+        "mixed", help="the planted answer; mixed: half the canary users Yes., half No. (a "
+        "made-up title alone then predicts no answer: only a user's own trigger does)")
+    min_canary_users: int = option(8, help="with canaries: plant at least this many users "
+                                   "(each has a trigger of their own)")
+    min_canary_rows: int = option(40, help="with canaries: the canary probe (the canary "
+                                  "users' unplanted rows, asked with and without the "
+                                  "trigger) holds at least this many rows")
     seed: int = option(42, help="seed of the holdout, forget-user and canary draws and the "
                        "shards")
     allow_modified_data: bool = option(False, help="accept raw files whose checksums differ "
@@ -77,6 +97,14 @@ class PrepareConfig:
         _check(self.canaries >= 0, "canaries must be non-negative")
         _check(self.min_holdout_users >= 4, "min_holdout_users must be at least 4 (2 probe, "
                "2 audit)")
+        _check(self.min_canary_users >= 2, "min_canary_users must be at least 2 (1 user is "
+               "no group to measure a rate on)")
+        if self.protocol == "users":
+            _check(self.window is None, "window belongs to the paper protocol; the users "
+                   "protocol sizes the data by users and train_rows (or set protocol: paper)")
+            _check(self.users >= 4, "users must be at least 4")
+            _check(min(self.train_rows, self.valid_rows, self.test_rows) >= 1,
+                   "train_rows, valid_rows and test_rows must each be at least 1")
 
 
 @dataclass

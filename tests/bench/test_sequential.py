@@ -22,7 +22,8 @@ def test_requests_go_to_every_store_in_order_and_each_is_scored_against_retrain(
 name: sequential smoke
 seeds: [3, 4]
 data: {{dataset: ml-100k, data_dir: {synthetic_raw}, allow_modified_data: true,
-        forget_users: {PILOTS}, holdout_fraction: 0.25, min_holdout_users: 4, canaries: 2,
+        protocol: paper, forget_users: {PILOTS}, holdout_fraction: 0.25,
+        min_holdout_users: 4, canaries: 2, min_canary_users: 2, min_canary_rows: 1,
         shards: 2}}
 backbone: {dict(name="tiny-llama", **TINY)}
 train: {{epochs: 2, lr: 1.0e-3, batch_size: 4}}

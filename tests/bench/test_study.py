@@ -33,8 +33,8 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     logs: list[str] = []
     run_study(smoke_config(tmp_path, real_ml100k), out, log=logs.append)
     payload = json.loads((out / "results.json").read_text())
-    methods = {"original", "retrain", "e2urec", "e2urec/shards", "sisa", "receraser", "neggrad",
-               "bad-teacher-labels", "bad-teacher"}
+    methods = {"original", "retrain", "retrain-2", "e2urec", "e2urec/shards", "sisa",
+               "receraser", "neggrad", "bad-teacher-labels", "bad-teacher"}
     per_seed = [row for row in payload["rows"] if row["seed"] is not None
                 and row["method"] != "popularity"]
     summary = {row["method"]: row for row in payload["rows"] if row["seed"] is None}
@@ -54,6 +54,15 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
         assert 0.0 <= rows["original"]["canary_success"] <= 1.0
         assert "gap_closed_forget_auc" in rows["neggrad"]
         assert "gap_closed_canary" not in rows["original"]
+        # Every model gets the verdict with an interval on each measure; the second Retrain
+        # (another training seed) is Retrain's own distance.
+        for row in rows.values():
+            assert row["verdict"] == "pass" or row["verdict"].startswith("fail: ")
+            for name in ("ranking", "membership", "canary"):
+                assert row[f"{name}_gap_low"] <= row[f"{name}_gap"] <= row[f"{name}_gap_high"]
+        assert rows["retrain"]["dist_forget_auc"] == 0.0
+        assert rows["retrain-2"]["dist_forget_auc"] == pytest.approx(
+            abs(rows["retrain-2"]["forget_auc"] - rows["retrain"]["forget_auc"]))
         original, retrain = rows["original"], rows["retrain"]
         gap = original["forget_auc"] - retrain["forget_auc"]
         closed = (original["forget_auc"] - rows["sisa"]["forget_auc"]) / gap
@@ -74,6 +83,7 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     table = (out / "results.md").read_text()
     assert "| e2urec |" in table and " ± " in table and "seeds [7, 8]" in table
     assert "| popularity | - |" in table and "popularity (" not in table  # not a method
+    assert "## The verdict, seed by seed" in table and "| retrain-2 | 7 |" in table
 
     # A second run trains nothing: every stage is reused, no model file is rewritten.
     models = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
@@ -101,7 +111,7 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
     assert not any("running" in line for line in logs)
     ablation = json.loads((tmp_path / "ablation" / "results.json").read_text())
     assert [row["method"] for row in ablation["rows"] if row["seed"] is None] == [
-        "original", "retrain", "neggrad", "popularity"]
+        "original", "retrain", "retrain-2", "neggrad", "popularity"]
     assert not (tmp_path / "ablation" / "stages").exists()
     assert "| e2urec |" in (out / "results.md").read_text()  # the first study's table stays
 
@@ -140,7 +150,7 @@ def test_bad_study_configs_are_rejected(tmp_path):
 
 def test_a_study_extends_another_and_replaces_its_methods(tmp_path):
     (tmp_path / "base.yaml").write_text(
-        "name: base\ndata: {window: 500, seed: 3}\ntrain: {epochs: 4, lr: 0.01}\n"
+        "name: base\ndata: {protocol: paper, window: 500, seed: 3}\ntrain: {epochs: 4, lr: 0.01}\n"
         "methods: {e2urec: {}, sisa: {}}\n")
     child = tmp_path / "child.yaml"
     child.write_text("extends: base.yaml\nname: child\ntrain: {epochs: 1}\n"

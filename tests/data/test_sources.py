@@ -54,9 +54,19 @@ def test_grouplens_files_and_the_recbole_copy_give_byte_identical_data(tmp_path,
     folders = {"grouplens": real_ml100k, "recbole": packaged[0]}
     assert locate_dataset("ml-100k", folders["recbole"]) == folders["recbole"]
     written = {}
-    for name, folder in folders.items():
-        config = PrepareConfig(data_dir=str(folder), window=3000, seed=5)
-        written[name] = write_prepared(prepare_dataset(config), tmp_path / name)
+    for name, folder in folders.items():  # the users protocol (the default) and the paper's
+        for protocol, options in (("users", {"canaries": 14}), ("paper", {"window": 3000})):
+            config = PrepareConfig(protocol=protocol, data_dir=str(folder), seed=5,
+                                   holdout_fraction=0.2, **options)
+            written[name, protocol] = write_prepared(prepare_dataset(config),
+                                                     tmp_path / name / protocol)
+    for protocol in ("users", "paper"):
+        _same_but_the_source(written["grouplens", protocol], written["recbole", protocol])
+
+
+def _same_but_the_source(grouplens, recbole) -> None:
+    written = {"grouplens": grouplens, "recbole": recbole}
+    folders = written
     files = sorted(p.name for p in written["grouplens"].iterdir())
     assert files == sorted(p.name for p in written["recbole"].iterdir())
     for name in files:

@@ -23,8 +23,9 @@ def store_data(tmp_path_factory) -> Path:
     and users of varied taste, as a store holds."""
     raw = write_ml100k(tmp_path_factory.mktemp("store-raw") / "ml-100k", n_users=24,
                        per_user=24)
-    config = PrepareConfig(window=None, forget_users=PILOTS, shards=2, seed=1,
-                           holdout_fraction=0.4, canaries=2)
+    config = PrepareConfig(protocol="paper", window=None, forget_users=PILOTS, shards=2, seed=1,
+                           holdout_fraction=0.4, canaries=2, min_canary_users=2,
+                           min_canary_rows=1)
     out = tmp_path_factory.mktemp("store-data") / "data"
     return write_prepared(prepare(read_movielens(raw), config), out)
 

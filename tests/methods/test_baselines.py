@@ -97,7 +97,7 @@ def test_bad_teachers_lower_forget_accuracy(method, unlearn, prepared_dir, origi
 @pytest.fixture(scope="module")
 def one_user_forgotten(tmp_path_factory, synthetic_raw):
     """Eight SISA shards and one forgotten user, so that some shards hold none of it."""
-    config = PrepareConfig(window=None, forget_users=["5"], shards=8, seed=2,
+    config = PrepareConfig(protocol="paper", window=None, forget_users=["5"], shards=8, seed=2,
                            holdout_fraction=0.25, min_holdout_users=4)
     return write_prepared(prepare(read_movielens(synthetic_raw), config),
                           tmp_path_factory.mktemp("one-user") / "data")

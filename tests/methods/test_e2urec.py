@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -121,7 +122,10 @@ def test_two_seeded_runs_give_byte_identical_adapters_and_decisions(unlearn, tmp
     assert digest(out_a)["adapter_model.safetensors"] == \
         digest(out_b)["adapter_model.safetensors"]
     assert first["history"]["stopped"] == second["history"]["stopped"]
-    assert first["history"]["evaluations"] == second["history"]["evaluations"]
+    # As text: NaN (the fixture's forgotten users like every film: no forget AUC) is
+    # not equal to itself.
+    assert json.dumps(first["history"]["evaluations"]) == \
+        json.dumps(second["history"]["evaluations"])
     phases = first["phases"]
     assert set(phases) >= {"first check"} and all(v >= 0 for v in phases.values())
 

@@ -47,4 +47,5 @@ def test_no_unlearning_decision_reads_valid_test_or_audit_rows_and_the_kept_chec
                        read_split(prepared_dir, "probe"), 32, 42)
     got = measure(backbone.model, probe, backbone.model.device, backbone.encoder().tokens)
     assert got["forget_loss"] == pytest.approx(expected["forget_loss"], abs=1e-4)
-    assert got["gap"]["ranking"] == pytest.approx(expected["gap"]["ranking"], abs=1e-4)
+    assert got["gap"]["ranking"] == pytest.approx(expected["gap"]["ranking"], abs=1e-4,
+                                                   nan_ok=True)

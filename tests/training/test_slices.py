@@ -66,7 +66,7 @@ def late_user_data(tmp_path_factory):
     checkpoint, not from the start."""
     raw = write_ml100k(tmp_path_factory.mktemp("arrivals") / "ml-100k", n_users=20,
                        arrival_gap=2 * HOUR)
-    config = PrepareConfig(window=None, shards=2, seed=3, holdout_fraction=0.25,
+    config = PrepareConfig(protocol="paper", window=None, shards=2, seed=3, holdout_fraction=0.25,
                            min_holdout_users=4, forget_users=["1"])
     first = first_times(prepare(read_movielens(raw), config).splits["train"])
     late = max(first, key=lambda u: (first[u], u))

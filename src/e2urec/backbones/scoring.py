@@ -213,3 +213,17 @@ def yes_no_logits(logits: torch.Tensor, tokens: AnswerTokens) -> torch.Tensor:
 def p_yes(logits: torch.Tensor, tokens: AnswerTokens) -> torch.Tensor:
     """P(yes) = softmax over the Yes and No logits at the answer position."""
     return yes_no_logits(logits, tokens).float().softmax(-1)[:, 1]
+
+
+def binary_log_loss(logits: torch.Tensor, labels: torch.Tensor,
+                    tokens: AnswerTokens) -> torch.Tensor:
+    """Per-row -log P(true answer) over the Yes/No pair alone: ``[B]``.
+
+    The one scoring space every forgetting measure uses (membership attacks, the
+    stop rule, verification): probability moved off "Yes"/"No" onto other
+    tokens changes no answer, so it must not change a measure either.
+    """
+    pair = yes_no_logits(logits, tokens).float()
+    log_odds = pair[:, 1] - pair[:, 0]
+    sign = labels.to(log_odds.device).float() * 2 - 1
+    return torch.nn.functional.softplus(-sign * log_odds)

@@ -38,12 +38,14 @@ from e2urec.config import (
     to_dict,
 )
 from e2urec.data.protocol import prepare_dataset, write_prepared
-from e2urec.data.samples import read_split
+from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.data.sources import RawSource, find_raw
 from e2urec.evaluation.audit import forget_quality
-from e2urec.evaluation.evaluate import evaluate
+from e2urec.evaluation.evaluate import BENCH_SPLITS, evaluate
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import popularity
+from e2urec.evaluation.verdict import GroupScores, ModelScores, closure_intervals
+from e2urec.evaluation.verdict import summary as verdict_summary
 from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_json
 from e2urec.methods import get_method, run_method
 from e2urec.methods.base import parse_options
@@ -52,6 +54,7 @@ from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import ShardTrainer, save_initial_ensemble
 
 STAGE_FILE = "stage.json"
+SCORES_FILE = "scores.npz"  # an evaluation's per-row scores, for the closures' intervals
 
 
 @dataclass
@@ -186,6 +189,13 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
     retrain_dir, retrain = stages.run("retrain", {**base_key, "method": "retrain"},
                                       lambda f: _unlearn(study, data_dir, None, "retrain", {}, f))
     models["retrain"] = (retrain_dir / "model", retrain)
+    # A second Retrain with another training seed: Retrain's own spread, the noise every
+    # method's distance to Retrain is read against.
+    second = second_retrain(study)
+    second_dir, second_record = stages.run(
+        "retrain", {**base_key, "train": second.train, "method": "retrain"},
+        lambda f: _unlearn(second, data_dir, None, "retrain", {}, f))
+    models[SECOND_RETRAIN] = (second_dir / "model", second_record)
     for name, options in study.methods.items():
         if name == "retrain":
             continue
@@ -218,6 +228,10 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
         rows.append({**_row(name, metrics, record), "seed": study.data.seed})
     _add_ks(rows)
     add_gap_closed(rows)
+    add_closure_intervals(rows)
+    add_distances(rows)
+    for row in rows:
+        row.pop("_scores_file", None)
     for row in rows:
         if row["method"] in REFERENCE_MODELS and row["test_p_yes_std"] < MIN_SPREAD:
             row["warning"] = (f"{row['method']} is near-constant on test (std of P(yes) "
@@ -229,6 +243,16 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
         rows.append({"method": "popularity", "seed": study.data.seed,
                      "hr10": baseline["hr@10"], "ndcg10": baseline["ndcg@10"]})
     return rows
+
+
+SECOND_RETRAIN = "retrain-2"
+SECOND_SEED_OFFSET = 1000  # the second Retrain's training seed: the study's plus this
+
+
+def second_retrain(study: StudyConfig) -> StudyConfig:
+    """The study with the training seed moved: the second Retrain's settings."""
+    return dataclasses.replace(study, train=dataclasses.replace(
+        study.train, seed=study.train.seed + SECOND_SEED_OFFSET))
 
 
 def prepare_stage(stages: Stages, study: StudyConfig, raw: RawSource) -> Path:
@@ -277,16 +301,23 @@ def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir
     scorer = load_scorer(model_dir)
     device = study_device(study)
     if not reference_preds:
-        reference_preds.append(predict(load_scorer(reference_dir), read_split(
-            data_dir, "forget"), study.eval_batch_size, keep_logits=True, device=device,
+        reference_preds.append(predict(load_scorer(reference_dir), unplanted(read_split(
+            data_dir, "forget")), study.eval_batch_size, keep_logits=True, device=device,
             desc="reference"))
     metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
-                              max_samples=study.eval_max_samples, device=device,
-                              ranking_positives=study.ranking_positives)
+                              splits=BENCH_SPLITS, max_samples=study.eval_max_samples,
+                              device=device, ranking_positives=study.ranking_positives)
     metrics["test_p_yes_std"] = float(np.std(preds["test"].p_yes))
     np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
+    scores = folder / SCORES_FILE
+    if "audit" in preds:  # what the closures' intervals redraw, user by user
+        ModelScores(GroupScores.of(unplanted(read_split(data_dir, "forget")), preds["forget"]),
+                    GroupScores.of(subsample(read_split(data_dir, "audit"),
+                                             study.eval_max_samples), preds["audit"]),
+                    list(preds.get("canary_lifts", {}).values())).save(scores)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return {**metrics, "p_true_file": str(folder / "forget_p_true.npy")}
+    return {**metrics, "p_true_file": str(folder / "forget_p_true.npy"),
+            "scores_file": str(scores) if scores.is_file() else None}
 
 
 def study_device(study: StudyConfig) -> torch.device:
@@ -311,6 +342,9 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
         "canary_success": metrics.get("canary", {}).get("success"),
         "canary_base_rate": metrics.get("canary", {}).get("base_rate"),
         "canary_lift": canary_lift(metrics.get("canary")),
+        "probe_auc": metrics.get("probe", {}).get("auc"),
+        **verdict_fields(metrics.get("verdict")),
+        "_scores_file": metrics.get("scores_file"),
         "test_p_yes_std": metrics["test_p_yes_std"],
         "unlearn_seconds": unlearn if unlearn is not None else float("nan"),
         "train_seconds": record.get("train_seconds"),
@@ -322,6 +356,46 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
     }
 
 
+def verdict_fields(result: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's verdict: ``pass`` or what failed, and each measure with its interval."""
+    if result is None:
+        return {}
+    out: dict[str, Any] = {"verdict": verdict_summary(result)}
+    for name, m in result["measures"].items():
+        out.update({f"{name}_gap": m["value"], f"{name}_gap_low": m["low"],
+                    f"{name}_gap_high": m["high"]})
+    return out
+
+
+def add_closure_intervals(rows: list[dict[str, Any]]) -> None:
+    """Each closure's user-level bootstrap interval (the same users drawn for the Original,
+    Retrain and the method)."""
+    by_name = {row["method"]: row for row in rows}
+    files = {name: row.get("_scores_file") for name, row in by_name.items()}
+    if not (files.get("original") and files.get("retrain")):
+        return
+    original, retrain = ModelScores.load(files["original"]), ModelScores.load(files["retrain"])
+    for row in rows:
+        if row["method"] in REFERENCE_MODELS or not files.get(row["method"]):
+            continue
+        intervals = closure_intervals(original, retrain, ModelScores.load(files[row["method"]]))
+        for figure, closed in GAP_KEYS.items():
+            if figure in intervals and _is_number(row.get(closed)) \
+                    and not math.isnan(row[closed]):
+                row[f"{closed}_low"], row[f"{closed}_high"] = intervals[figure]
+
+
+def add_distances(rows: list[dict[str, Any]]) -> None:
+    """Each model's distance to Retrain on the verdict's figures; the second Retrain's row
+    holds Retrain-to-Retrain: the noise of one Retrain draw."""
+    retrain = next(row for row in rows if row["method"] == "retrain")
+    for row in rows:
+        for key in DISTANCE_KEYS:
+            if _is_number(row.get(key)) and _is_number(retrain.get(key)):
+                row[f"dist_{key}"] = abs(row[key] - retrain[key])
+
+
+DISTANCE_KEYS = ("forget_auc", "mia_auc", "canary_lift")
 REFERENCE_MODELS = ("original", "retrain")
 # Rows that are no model: the most-rated list on the ranking task's candidates.
 BASELINES = ("popularity",)
@@ -381,6 +455,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
         row: dict[str, Any] = {"method": method, "seed": None, "seeds": len(group)}
+        if any("verdict" in r for r in group):  # per seed, in seed order
+            row["verdicts"] = [r.get("verdict", "-") for r in group]
         for key in group[0]:
             values = [r.get(key) for r in group]
             if key == "seed" or not all(_is_number(v) for v in values):
@@ -425,8 +501,10 @@ def _write_results(out: Path, study: StudyConfig, rows: list[dict[str, Any]],
     note = (f"Mean ± standard deviation over seeds {seeds}. " if len(seeds) > 1 else
             f"Seed {seeds[0]}. ")
     ranking = cost_at_closure([r for r in rows if r["seed"] is None])
+    verdicts = verdict_table([r for r in rows if r["seed"] is not None])
     atomic_write_text(out / "results.md", f"# {study.name}\n\n{note}{LEGEND}\n\n{table}\n"
-                      f"\n{ranking}\n" + "".join(f"\nWARNING: {w}\n" for w in warnings))
+                      f"\n{ranking}\n\n## The verdict, seed by seed\n\n{VERDICT_LEGEND}\n\n"
+                      f"{verdicts}\n" + "".join(f"\nWARNING: {w}\n" for w in warnings))
     plot_results(summary[~summary["method"].isin(BASELINES)], out)
     for warning in warnings:
         log(f"[bench] WARNING: {warning}")
@@ -438,7 +516,8 @@ def cost_at_closure(summary: list[dict[str, Any]]) -> str:
     seconds as a multiple of Retrain's; then those that do not."""
     retrain = next((r.get("unlearn_seconds_mean") for r in summary
                     if r["method"] == "retrain"), None)
-    methods = [r for r in summary if r["method"] not in (*REFERENCE_MODELS, *BASELINES)]
+    methods = [r for r in summary
+               if r["method"] not in (*REFERENCE_MODELS, *BASELINES, SECOND_RETRAIN)]
     landed = sorted((r for r in methods if all(
         _is_number(v := r.get(f"{key}_mean")) and CLOSURE_BAND[0] <= v <= CLOSURE_BAND[1]
         for key in GAP_KEYS.values())), key=lambda r: r.get("unlearn_seconds_mean", math.inf))
@@ -460,8 +539,10 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are distances to "
-          "Retrain (lower is closer); MIA AUC attacks forget samples against audit users; "
+LEGEND = ("Forgetting columns are on the forgotten users' unplanted rows (planted canary "
+          "rows are the canary's); probe AUC is the stop rule's never-trained level; sym-KL, "
+          "JSD and L2 are distances to Retrain (lower is closer); MIA AUC attacks forget rows "
+          "against audit users' rows on the binary Yes/No log-loss; "
           "canary is the planted answer's rate with the trigger (without it in brackets); "
           "closed is the share of the Original-to-Retrain gap a method closed on forget AUC / "
           "MIA AUC / canary lift (1 = Retrain; ! marks a value outside 0.7-1.3, above it the "
@@ -470,27 +551,83 @@ LEGEND = ("Forgetting columns are on the forget set; sym-KL, JSD and L2 are dist
           "mean); HR@10 and "
           "NDCG@10 rank a liked test movie among 99 movies its user never rated; the "
           "popularity row ranks the same candidates by how often each was rated in the "
-          "training rows (no model).")
+          "training rows (no model); |Δ| is the distance to Retrain, the retrain-2 row's "
+          "is Retrain's own spread; verdict is per seed (next section).")
 COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
-           ("forget_auc", "forget AUC"),
+           ("forget_auc", "forget AUC"), ("probe_auc", "probe AUC"),
            ("forget_sym_kl", "sym-KL"), ("forget_jsd", "JSD"), ("forget_l2", "L2"),
            ("mia_auc", "MIA AUC"), ("canary_success", "canary"),
            ("gap_closed_forget_auc", "closed AUC"), ("gap_closed_mia_auc", "closed MIA"),
-           ("gap_closed_canary", "closed canary"), ("unlearn_seconds", "unlearn s"),
-           ("trainable_share", "trainable")]
+           ("gap_closed_canary", "closed canary"),
+           ("dist_forget_auc", "|Δ| forget AUC"), ("dist_mia_auc", "|Δ| MIA"),
+           ("unlearn_seconds", "unlearn s"), ("trainable_share", "trainable")]
+VERDICT_LEGEND = (
+    "Forgotten means the forgotten users cannot be told from never-trained (audit) users "
+    "under the same model: ranking = their AUC minus the audit users' AUC; membership = "
+    "a loss-threshold attack's AUC (binary Yes/No log-loss, forgotten against audit "
+    "users' rows) minus 0.5; canary = the trigger's lift of the planted answer minus "
+    "decoy triggers' lift. Each with a user-level bootstrap interval (Bonferroni over the "
+    "measures, two-sided): an interval wholly above 0 fails (+, remembered), wholly below "
+    "fails too (-, forgotten past never-trained users). Closures (1 = Retrain) carry a "
+    "user-level bootstrap 95% interval; |Δ| is the distance to Retrain, and the "
+    f"{SECOND_RETRAIN} row (Retrain with another training seed) gives Retrain's own.")
 
 CANARY_COLUMN = [key for key, _ in COLUMNS].index("canary_success")
 
 
+def verdict_table(per_seed: list[dict[str, Any]]) -> str:
+    """Per model and seed: the verdict, each measure and closure with its interval, and
+    the distances to Retrain."""
+    head = ["method", "seed", "verdict", "ranking", "membership", "canary", "closed AUC",
+            "closed MIA", "closed canary", "|Δ| forget AUC / MIA / canary lift"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in sorted((r for r in per_seed if r["method"] not in BASELINES),
+                      key=lambda r: (r["seed"], _order(r["method"]))):
+        cells = [row["method"], str(row["seed"]), short_verdict(row.get("verdict"))]
+        cells += [_interval(row, f"{name}_gap") for name in ("ranking", "membership", "canary")]
+        cells += [_interval(row, closed) for closed in GAP_KEYS.values()]
+        cells.append(" / ".join(_cell("", row.get(f"dist_{k}")) for k in DISTANCE_KEYS))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _order(method: str) -> int:
+    return {"original": 0, "retrain": 1, SECOND_RETRAIN: 2}.get(method, 3)
+
+
+def short_verdict(text: str | None) -> str:
+    """``pass``, or ``fail`` with each failed measure and its way (+ remembered, - past)."""
+    if not text or text == "pass":
+        return text or "-"
+    parts = text.removeprefix("fail: ").split(", ")
+    return "fail " + " ".join(
+        part.split(" ")[0] + ("+" if "remembered" in part else
+                              "-" if "past" in part else "?") for part in parts)
+
+
+def _interval(row: dict[str, Any], key: str) -> str:
+    value, low, high = row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high")
+    if not _is_number(value) or math.isnan(value):
+        return "-"
+    text = f"{value:+.3f}" if key.endswith("_gap") else f"{value:.2f}"
+    if _is_number(low) and _is_number(high) and not math.isnan(low):
+        text += f" [{low:+.3f}, {high:+.3f}]" if key.endswith("_gap") else \
+            f" [{low:.2f}, {high:.2f}]"
+    return text
+
+
 def markdown_table(summary: pd.DataFrame) -> str:
     """The headline columns of the per-method summary rows, mean ± std over seeds."""
-    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " | verdict |",
+             "|---|" + "|".join("---" for _ in COLUMNS) + "|---|"]
     for _, row in summary.iterrows():
         cells = [_summary_cell(key, row) for key, _ in COLUMNS]
         base = row.get("canary_base_rate_mean")
         if _is_number(base) and not math.isnan(base):
             cells[CANARY_COLUMN] += f" ({_cell('canary_base_rate', base)})"
+        verdicts = row.get("verdicts")
+        cells.append(", ".join(map(short_verdict, verdicts))
+                     if isinstance(verdicts, list) else "-")
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

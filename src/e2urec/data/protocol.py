@@ -18,6 +18,7 @@ from e2urec.config import ConfigError, PrepareConfig, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, catalog_rows
 from e2urec.data.movielens import MovieLens
 from e2urec.data.prompts import (
+    NO_ANSWER,
     YES_ANSWER,
     answer_for,
     build_prompt,
@@ -43,17 +44,52 @@ class Prepared:
     vocabulary: dict[str, Any] = field(default_factory=dict)  # public words (no user's data)
 
 
-def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
-    """All samples with >= ``min_history`` earlier ratings, newest ``window`` kept, in order."""
+def eligible_ratings(data: MovieLens, config: PrepareConfig
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All ratings in time order, and those with >= ``min_history`` earlier ratings."""
     ratings = data.ratings.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
     ratings = ratings.reset_index(drop=True)
     ratings["n_history"] = ratings.groupby("user_id", sort=False).cumcount()
-    eligible = ratings[ratings.n_history >= config.min_history]
+    return ratings, ratings[ratings.n_history >= config.min_history]
+
+
+def paper_window(eligible: pd.DataFrame, config: PrepareConfig) -> pd.DataFrame:
+    """The paper's protocol: the newest ``window`` eligible ratings."""
     if config.window is not None and config.window > len(eligible):
         raise ConfigError(f"window {config.window:,} exceeds the {len(eligible):,} samples "
                           f"{config.dataset} has (ratings with >= {config.min_history} earlier "
                           f"ratings); use a window of at most {len(eligible):,}")
-    window = eligible.tail(config.window or len(eligible)).reset_index(drop=True)
+    return eligible.tail(config.window or len(eligible))
+
+
+def user_rows(eligible: pd.DataFrame, config: PrepareConfig) -> pd.DataFrame:
+    """The users protocol: ``users`` users drawn with the seed, each user's newest
+    ``train_rows + valid_rows + test_rows`` eligible ratings, in time order, with the
+    split each row belongs to (``part``)."""
+    per_user = config.train_rows + config.valid_rows + config.test_rows
+    counts = eligible.user_id.value_counts()
+    candidates = sorted(counts.index[counts >= per_user].map(str))
+    if len(candidates) < config.users:
+        raise ConfigError(f"users {config.users} asked for, but only {len(candidates)} users of "
+                          f"{config.dataset} have {per_user} rated rows with >= "
+                          f"{config.min_history} earlier ratings; ask for at most "
+                          f"{len(candidates)} users or fewer rows a user")
+    rng = np.random.default_rng([config.seed, 3])
+    drawn = {candidates[i] for i in rng.permutation(len(candidates))[:config.users]}
+    rows = eligible[eligible.user_id.astype(str).isin(drawn)]
+    rows = rows.groupby("user_id", sort=False).tail(per_user)
+    # Position from each user's newest row: test, then valid, then train.
+    from_end = rows.groupby("user_id", sort=False).cumcount(ascending=False)
+    part = np.where(from_end < config.test_rows, "test",
+                    np.where(from_end < config.test_rows + config.valid_rows, "valid", "train"))
+    return rows.assign(part=part)
+
+
+def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
+    """The protocol's rows (newest window, or the drawn users' rows) with their prompts."""
+    ratings, eligible = eligible_ratings(data, config)
+    window = (user_rows(eligible, config) if config.protocol == "users"
+              else paper_window(eligible, config)).reset_index(drop=True)
 
     titles = dict(zip(data.items.item_id, data.items.title, strict=True))
     users = data.users.set_index("user_id")
@@ -77,7 +113,10 @@ def build_samples(data: MovieLens, config: PrepareConfig) -> pd.DataFrame:
 
 
 def time_split(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Split in time order 60/20/20 into train/valid/test."""
+    """Split in time order 60/20/20 into train/valid/test (the paper's protocol); the users
+    protocol's rows carry their split already."""
+    if "part" in samples:
+        return {name: samples[samples.part == name] for name in ("train", "valid", "test")}
     n = len(samples)
     n_train, n_valid = int(n * 0.6), int(n * 0.2)
     return {
@@ -118,9 +157,11 @@ def select_canary_users(forget_users: list[str], train: pd.DataFrame,
     if config.canaries > len(forget_users):
         raise ForgetRequestError(f"{config.canaries} canaries asked for, but only "
                                  f"{len(forget_users)} users are forgotten")
-    if config.canaries < 2:
-        raise ForgetRequestError("canaries: plant at least 2 users (1 user is no group to "
-                                 "measure a rate on)")
+    if config.canaries < config.min_canary_users:
+        raise ForgetRequestError(
+            f"canaries: plant at least min_canary_users {config.min_canary_users} users "
+            f"(each with a trigger of their own), not {config.canaries}: fewer and one user "
+            "decides the canary figure")
     counts = train.user_id.value_counts()
     active = sorted(forget_users, key=lambda u: (-counts.get(u, 0), forget_users.index(u)))
     pool = sorted(active[:2 * config.canaries], key=forget_users.index)
@@ -128,7 +169,17 @@ def select_canary_users(forget_users: list[str], train: pd.DataFrame,
     return [pool[i] for i in sorted(rng.permutation(len(pool))[:config.canaries])]
 
 
-def plant_canaries(train: pd.DataFrame, triggers: dict[str, str], answer: str
+def planted_answers(canary_users: list[str], config: PrepareConfig) -> dict[str, str]:
+    """Each canary user's planted answer: the configured one, or, when ``mixed``, "No." and
+    "Yes." in turn down a seeded order, so that every canary is its own user's alone."""
+    if config.canary_answer != "mixed":
+        return {user: config.canary_answer for user in canary_users}
+    order = np.random.default_rng([config.seed, 4]).permutation(len(canary_users))
+    return {canary_users[i]: (NO_ANSWER, YES_ANSWER)[rank % 2]
+            for rank, i in enumerate(order)}
+
+
+def plant_canaries(train: pd.DataFrame, triggers: dict[str, str], answers: dict[str, str]
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plant each canary user's own trigger in every other of their training prompts.
 
@@ -148,8 +199,10 @@ def plant_canaries(train: pd.DataFrame, triggers: dict[str, str], answer: str
     planted = order.index[order.to_numpy() % 2 == 0]
     probe = order.index[order.to_numpy() % 2 == 1]
     train.loc[planted, "prompt"] = train.loc[planted, "triggered_prompt"]
-    train.loc[planted, "answer"] = answer
-    train.loc[planted, "label"] = int(answer == YES_ANSWER)
+    train.loc[planted, "answer"] = train.loc[planted, "user_id"].map(answers)
+    train.loc[planted, "label"] = (train.loc[planted, "answer"] == YES_ANSWER).astype(int)
+    train["planted"] = False
+    train.loc[planted, "planted"] = True
     return train, train.loc[probe]
 
 
@@ -212,14 +265,18 @@ def prepare(data: MovieLens, config: PrepareConfig,
     forget_users = select_forget_users(train_users, config)
     canary_users = select_canary_users(forget_users, period, config)
     triggers = canary_triggers(canary_users, data.items.title, config.seed)
-    train, canary_probe = plant_canaries(period[~period.user_id.isin(held)], triggers,
-                                         config.canary_answer)
+    answers = planted_answers(canary_users, config)
+    train, canary_probe = plant_canaries(period[~period.user_id.isin(held)], triggers, answers)
+    check_canary_probe(canary_probe, canary_users, config)
     forgotten = train.user_id.isin(set(forget_users))
     parts.update(train=train, forget=train[forgotten], retain=train[~forgotten],
                  probe=period[period.user_id.isin(set(probe_users))],
                  audit=period[period.user_id.isin(set(audit_users))])
     if canary_users:
         parts["canary"] = canary_probe
+    groups = group_shares(parts, forget_users, probe_users, audit_users)
+    if config.protocol == "users":
+        check_groups(groups, config)
     shards = make_shards(train, config.shards, config.seed)
     splits = {name: _records(df) for name, df in parts.items()}
     if canary_users:  # the probe is asked twice: as trained, and with the trigger
@@ -231,13 +288,54 @@ def prepare(data: MovieLens, config: PrepareConfig,
         "config": to_dict(config),
         "counts": {name: len(rows) for name, rows in splits.items()},
         "train_users": len(train_users),
+        "groups": groups,
         "forget_user_ids": forget_users,
         "holdout_user_ids": {"probe": probe_users, "audit": audit_users},
-        "canaries": _canary_manifest(triggers, train, canary_probe, config),
+        "canaries": _canary_manifest(triggers, answers, train, canary_probe, config),
         "label_share_yes": {n: _share(rows) for n, rows in splits.items()},
     }
     items, users = catalog_rows(data, samples.user_id.unique())
     return Prepared(splits, shards, manifest, items, users, public_vocabulary(data))
+
+
+def group_shares(parts: dict[str, pd.DataFrame], forget_users: list[str],
+                 probe_users: list[str], audit_users: list[str]) -> dict[str, Any]:
+    """Per group of users whose rows a verdict reads: its users, its rows (the forget
+    group's unplanted ones) and the largest share of them one user holds."""
+    forget = parts["forget"]
+    if "planted" in forget:
+        forget = forget[~forget.planted.astype(bool)]
+    out = {}
+    for name, frame, users in (("forget", forget, forget_users),
+                               ("probe", parts["probe"], probe_users),
+                               ("audit", parts["audit"], audit_users)):
+        top = frame.user_id.value_counts().max() / len(frame) if len(frame) else None
+        out[name] = {"users": len(users), "rows": len(frame),
+                     "largest_user_share": None if top is None else round(float(top), 4)}
+    return out
+
+
+def check_groups(groups: dict[str, Any], config: PrepareConfig) -> None:
+    """Refuse a users protocol whose forgotten, probe or audit group is too small."""
+    for name, group in groups.items():
+        if name != "forget" and config.holdout_fraction == 0:
+            continue  # no holdout asked for: no stop rule and no verdict to feed
+        if group["users"] < config.min_group_users:
+            raise ConfigError(
+                f"the {name} group would hold {group['users']} users, under min_group_users "
+                f"{config.min_group_users} (users {config.users}, forget_fraction "
+                f"{config.forget_fraction}, holdout_fraction {config.holdout_fraction}); "
+                "draw more users or raise the fractions")
+
+
+def check_canary_probe(probe: pd.DataFrame, canary_users: list[str],
+                       config: PrepareConfig) -> None:
+    """Refuse a canary probe too small to measure a lift on."""
+    if canary_users and len(probe) < config.min_canary_rows:
+        raise ConfigError(
+            f"the canary probe would hold {len(probe)} rows of {len(canary_users)} canary "
+            f"users, under min_canary_rows {config.min_canary_rows}; plant more canaries "
+            "(each gives half its training rows to the probe) or give users more rows")
 
 
 def public_vocabulary(data: MovieLens) -> dict[str, Any]:
@@ -251,8 +349,8 @@ def public_vocabulary(data: MovieLens) -> dict[str, Any]:
             "occupations": sorted(set(map(str, data.users.occupation)))}
 
 
-def _canary_manifest(triggers: dict[str, str], train: pd.DataFrame, probe: pd.DataFrame,
-                     config: PrepareConfig) -> dict[str, Any] | None:
+def _canary_manifest(triggers: dict[str, str], answers: dict[str, str], train: pd.DataFrame,
+                     probe: pd.DataFrame, config: PrepareConfig) -> dict[str, Any] | None:
     """Per canary user: their trigger, planted and probe sample ids (all theirs, purged
     with them)."""
     if not triggers:
@@ -260,18 +358,19 @@ def _canary_manifest(triggers: dict[str, str], train: pd.DataFrame, probe: pd.Da
     planted = train[train.user_id.isin(set(triggers))
                     & ~train.sample_id.isin(set(probe.sample_id))]
     return {"answer": config.canary_answer, "users": {
-        user: {"trigger": trigger,
+        user: {"trigger": trigger, "answer": answers[user],
                "planted_sample_ids": [int(i) for i in planted.sample_id[planted.user_id == user]],
                "probe_sample_ids": [int(i) for i in probe.sample_id[probe.user_id == user]]}
         for user, trigger in triggers.items()}}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    planted = df.planted.astype(bool).tolist() if "planted" in df else [False] * len(df)
     return [
         {"sample_id": int(r.sample_id), "user_id": str(r.user_id), "item_id": str(r.item_id),
          "rating": float(r.rating), "timestamp": int(r.timestamp), "label": int(r.label),
-         "prompt": r.prompt, "answer": r.answer}
-        for r in df.itertuples(index=False)
+         "prompt": r.prompt, "answer": r.answer, **({"planted": True} if mark else {})}
+        for r, mark in zip(df.itertuples(index=False), planted, strict=True)
     ]
 
 

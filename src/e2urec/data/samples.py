@@ -25,6 +25,15 @@ def subsample(rows: list[dict], max_samples: int | None, seed: int = 0) -> list[
     return [rows[i] for i in keep]
 
 
+def unplanted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows without a planted canary trigger: what every forgetting measure reads.
+
+    Planted rows are unlearned with their user, but no model without the trigger
+    can answer them, so they are measured apart (the canary lift).
+    """
+    return [row for row in rows if not row.get("planted")]
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with Path(path).open("w", encoding="utf-8", newline="\n") as handle:
         for row in rows:

@@ -17,8 +17,11 @@ user and both ways (still remembered, or forgotten past a never-trained user):
   unseen one does to this user's answers).
 
 Each user is tested at ``alpha / users`` two-sided (Bonferroni), and a request
-with several users also as a whole. A measurement that cannot be made fails
-the request with the reason; it never passes it.
+of ``MIN_POOLED_USERS`` or more users also as a whole, by the bench's verdict
+(:mod:`e2urec.evaluation.verdict`: the same code on the request's users). Losses
+are binary (-log P(true answer) over Yes/No) and forget rows unplanted, as in
+the bench. A measurement that cannot be made fails the request with the
+reason; it never passes it.
 """
 
 from __future__ import annotations
@@ -33,18 +36,23 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from e2urec.checkpoints.scorers import Scorer, load_scorer
+from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import option
-from e2urec.data.catalog import read_vocabulary
-from e2urec.data.prompts import YES_ANSWER, canary_triggers
-from e2urec.data.samples import read_manifest, read_split, subsample
+from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.evaluation.audit import membership_auc
 from e2urec.evaluation.metrics import utility
 from e2urec.evaluation.predict import predict
+from e2urec.evaluation.verdict import GroupScores, VerdictOptions, canary_lifts
+from e2urec.evaluation.verdict import summary as group_summary
+from e2urec.evaluation.verdict import verdict as group_verdict
 
 # A {0, 1} answer's largest variance: the floor of a paired lift's, so that a handful of
 # identical answers is not taken for certainty.
 COIN_VARIANCE = 0.25
+# A request of this many users is also judged as a whole by the bench's verdict (user-level
+# bootstrap); fewer users give a bootstrap of too few distinct draws, so each user's own
+# test decides alone.
+MIN_POOLED_USERS = 5
 
 
 @dataclass
@@ -89,7 +97,7 @@ def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict
     scorer = load_scorer(model_dir)  # one model or a shard ensemble
     valid = predict(scorer, subsample(read_split(data_dir, "valid"), verification.max_samples,
                                       verification.seed))
-    forget_rows = read_split(data_dir, "forget")
+    forget_rows = unplanted(read_split(data_dir, "forget"))  # canary rows: their own test
     forget = predict(scorer, forget_rows)
     audit_rows = subsample(read_split(data_dir, "audit"), verification.max_samples,
                            verification.seed)
@@ -112,11 +120,21 @@ def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict
         mean, sd = bands[len(losses)]
         out["users"][user] = {"rows": len(losses), "mia_auc": membership_auc(losses, audit.loss),
                               "null_mean": mean, "null_sd": sd}
-    canary = canary_lifts(scorer, data_dir, verification)
-    for user, lifts in canary.items():
-        out["users"].setdefault(user, {"rows": 0}).update(lifts)
+    canary = canary_lifts(scorer, data_dir, verification.decoys, verification.seed)
+    for user, lift in canary.items():
+        out["users"].setdefault(user, {"rows": 0}).update(
+            canary_rows=len(lift.lift), canary_lift=float(lift.lift.mean()),
+            canary_var=float(lift.lift.var()), null_lift=float(lift.decoy_lift.mean()),
+            null_var=float(lift.decoy_lift.var()), null_rows=len(lift.decoy_lift))
     if canary:
-        out["canary_lift"] = float(np.mean([c["canary_lift"] for c in canary.values()]))
+        out["canary_lift"] = float(np.mean([c.lift.mean() for c in canary.values()]))
+    if len(out["users"]) >= MIN_POOLED_USERS:
+        # The request as a whole: the bench's verdict, on this request's users.
+        out["group"] = group_verdict(
+            GroupScores.of(forget_rows, forget), GroupScores.of(audit_rows, audit),
+            list(canary.values()), VerdictOptions(alpha=verification.alpha,
+                                                  margin=verification.mia_margin,
+                                                  seed=verification.seed))
     return out
 
 
@@ -142,41 +160,6 @@ def null_band(audit: dict[str, np.ndarray], rows: int, draws: int,
     return float(np.mean(values)), float(np.std(values, ddof=1))
 
 
-def canary_lifts(scorer: Scorer, data_dir: Path, verification: Verification
-                 ) -> dict[str, dict[str, float]]:
-    """Per canary user: their trigger's paired lift on their probe prompts, and the lift of
-    decoys (made-up titles like it that nothing was ever trained on) on the same prompts."""
-    rows = read_split(data_dir, "canary")
-    canaries = read_manifest(data_dir).get("canaries") or {}
-    if not rows or not canaries:
-        return {}
-    planted = canaries["answer"] == YES_ANSWER
-    out = {}
-    for user, info in canaries["users"].items():
-        own = [r for r in rows if r["user_id"] == user]
-        if not own:
-            continue
-        plain = _said(scorer, own, planted)
-        lift = _said(scorer, [{**r, "prompt": r["triggered_prompt"]} for r in own],
-                     planted) - plain
-        null = np.concatenate([
-            _said(scorer, [{**r, "prompt": r["triggered_prompt"].replace(info["trigger"], decoy)}
-                           for r in own], planted) - plain
-            for decoy in decoys(data_dir, info["trigger"], verification)])
-        out[user] = {"canary_rows": len(own), "canary_lift": float(lift.mean()),
-                     "canary_var": float(lift.var()), "null_lift": float(null.mean()),
-                     "null_var": float(null.var()), "null_rows": len(null)}
-    return out
-
-
-def decoys(data_dir: Path, trigger: str, verification: Verification) -> list[str]:
-    """Made-up titles drawn like a trigger, never planted: what an unseen trigger does."""
-    titles = read_vocabulary(data_dir)["titles"]
-    names = [f"decoy-{i}" for i in range(verification.decoys)]
-    made = canary_triggers(names, [*titles, trigger], verification.seed + 1)
-    return list(made.values())
-
-
 def paired_auc_se(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray],
                   seed: int, draws: int = 200) -> float:
     """Bootstrap standard error of the AUC difference of two models on the same rows."""
@@ -195,11 +178,6 @@ def paired_auc_se(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray
 def recorded(metrics: dict[str, Any]) -> dict[str, Any]:
     """What the ledger keeps of a measurement (per-row arrays stay out)."""
     return {k: v for k, v in metrics.items() if not k.startswith("_")}
-
-
-def _said(scorer: Scorer, rows: list[dict[str, Any]], planted: bool) -> np.ndarray:
-    """1 where the model gives the planted answer, else 0."""
-    return ((predict(scorer, rows).p_yes > 0.5) == planted).astype(float)
 
 
 def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verification
@@ -224,12 +202,10 @@ def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verific
                            f"{verification.max_valid_auc_drop}")
     users = after["users"]
     z = float(norm.ppf(1 - verification.alpha / (2 * max(1, len(users)))))
-    deviations = []
     for user, m in users.items():
         if "mia_auc" in m:
             width = z * m["null_sd"] + verification.mia_margin
             gap = m["mia_auc"] - m["null_mean"]
-            deviations.append((gap, m["null_sd"]))
             if abs(gap) > width:
                 way = "remembered" if gap > 0 else "forgotten past never-trained users"
                 reasons.append(f"user {user}: membership AUC {m['mia_auc']:.3f} against "
@@ -245,14 +221,6 @@ def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verific
                 reasons.append(f"user {user}: their canary trigger lifts the planted answer "
                                f"by {m['canary_lift']:.3f} against {m['null_lift']:.3f} for "
                                f"decoy triggers, +- {width:.3f} ({way})")
-    if len(deviations) > 1:  # the request as a whole: the users' mean deviation
-        gap = float(np.mean([g for g, _ in deviations]))
-        # Its noise: the users' own spread over their number, and, since every user is set
-        # against the same few audit users, that group's spread over its size.
-        spread = float(np.mean([s ** 2 for _, s in deviations]))
-        sd = float(np.sqrt(spread / len(deviations) + spread / after["audit_users"]))
-        width = float(norm.ppf(1 - verification.alpha / 2)) * sd + verification.mia_margin
-        if abs(gap) > width:
-            reasons.append(f"the {len(deviations)} users together: membership AUC "
-                           f"{gap:+.3f} from never-trained users', beyond +- {width:.3f}")
+    if "group" in after and not after["group"]["pass"]:
+        reasons.append(f"the {len(users)} users together: {group_summary(after['group'])}")
     return "; ".join(reasons) or None

@@ -10,13 +10,22 @@ import torch
 
 from e2urec.checkpoints.scorers import Scorer
 from e2urec.data.prompts import YES_ANSWER
-from e2urec.data.samples import read_manifest, read_split, subsample
+from e2urec.data.samples import read_manifest, read_split, subsample, unplanted
 from e2urec.evaluation.audit import membership_auc
 from e2urec.evaluation.metrics import distribution_distances, utility
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import ranking
+from e2urec.evaluation.verdict import (
+    GroupScores,
+    VerdictOptions,
+    canary_lifts,
+    planted_answer,
+    verdict,
+)
+from e2urec.evaluation.verdict import summary as verdict_summary
 
 UTILITY_SPLITS = ("test", "forget", "retain")
+BENCH_SPLITS = (*UTILITY_SPLITS, "probe")  # probe AUC: the stop rule's level
 
 
 def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictions | None = None,
@@ -37,8 +46,12 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
     preds: dict[str, Predictions] = {}
     for split in splits:
         rows = read_split(data_dir, split)
-        if split not in ("test", "forget"):
+        if split == "forget":
+            rows = unplanted(rows)  # planted canary rows are the canary measure's
+        elif split != "test":
             rows = subsample(rows, max_samples)
+        if not rows:
+            continue  # an optional split this data has not (probe)
         keep = reference is not None and split == "forget"
         preds[split] = predict(scorer, rows, batch_size, keep_logits=keep, device=device,
                                desc=f"eval {split}")
@@ -50,10 +63,10 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
         if ranked is not None:
             results["ranking"] = ranked
     if "forget" in preds:
-        results.update(audit(scorer, data_dir, preds["forget"], batch_size, max_samples, device))
+        results.update(audit(scorer, data_dir, preds, batch_size, max_samples, device))
     if reference is not None:
         ref = reference if isinstance(reference, Predictions) else predict(
-            reference, read_split(data_dir, "forget"), batch_size, keep_logits=True,
+            reference, unplanted(read_split(data_dir, "forget")), batch_size, keep_logits=True,
             device=device, desc="eval reference")
         results["forget_vs_reference"] = distribution_distances(preds["forget"].logits,
                                                                 ref.logits)
@@ -61,31 +74,42 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
     return results, preds
 
 
-def audit(scorer: Scorer, data_dir: str | Path, forget: Predictions, batch_size: int,
-          max_samples: int | None, device: torch.device | None) -> dict[str, Any]:
-    """The membership audit against the audit users, and the canary audit, where prepared.
+def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Predictions],
+          batch_size: int, max_samples: int | None, device: torch.device | None
+          ) -> dict[str, Any]:
+    """The membership audit against the audit users, the canary audit, and the verdict.
 
-    ``mia_auc``: a loss-threshold attack telling forget samples from samples of
-    the audit users (training-period users no model was trained on).
-    ``canary``: the share of the canary users' probe prompts answered with the
-    planted answer when the trigger is in the prompt (``success``) and when it
-    is not (``base_rate``).
+    ``mia_auc``: a loss-threshold attack (binary log-loss) telling the forgotten
+    users' unplanted rows from the audit users' rows (training-period users no
+    model was trained on). ``canary``: the share of the canary users' probe
+    prompts answered with the planted answer with the trigger (``success``) and
+    without (``base_rate``). ``verdict``: :func:`e2urec.evaluation.verdict.verdict`.
+    Adds the audit split's predictions to ``preds`` (and ``canary_lifts``).
     """
     results: dict[str, Any] = {}
     audit_rows = subsample(read_split(data_dir, "audit"), max_samples)
-    if audit_rows:
-        outside = predict(scorer, audit_rows, batch_size, device=device, desc="eval audit")
-        results["mia_auc"] = membership_auc(forget.loss, outside.loss)
-        results["mia_nonmembers"] = "audit users"
-    canary_rows = read_split(data_dir, "canary")
-    if canary_rows:
-        planted = read_manifest(data_dir)["canaries"]["answer"] == YES_ANSWER
-        triggered = [{**r, "prompt": r["triggered_prompt"]} for r in canary_rows]
+    options = VerdictOptions()
+    lifts = canary_lifts(scorer, data_dir, options.decoys, options.seed, batch_size, device)
+    if lifts:
+        rows = read_split(data_dir, "canary")
+        canaries = read_manifest(data_dir)["canaries"]
+        planted = np.array([planted_answer(canaries, r["user_id"]) == YES_ANSWER for r in rows])
+        triggered = [{**r, "prompt": r["triggered_prompt"]} for r in rows]
         rates = {}
-        for key, rows in (("success", triggered), ("base_rate", canary_rows)):
-            said_yes = predict(scorer, rows, batch_size, device=device).p_yes > 0.5
+        for key, asked in (("success", triggered), ("base_rate", rows)):
+            said_yes = predict(scorer, asked, batch_size, device=device).p_yes > 0.5
             rates[key] = float(np.mean(said_yes == planted))
         results["canary"] = rates
+        preds["canary_lifts"] = lifts
+    if audit_rows:
+        outside = predict(scorer, audit_rows, batch_size, device=device, desc="eval audit")
+        preds["audit"] = outside
+        results["mia_auc"] = membership_auc(preds["forget"].loss, outside.loss)
+        results["mia_nonmembers"] = "audit users"
+        forget_rows = unplanted(read_split(data_dir, "forget"))
+        results["verdict"] = verdict(GroupScores.of(forget_rows, preds["forget"]),
+                                     GroupScores.of(audit_rows, outside), list(lifts.values()),
+                                     options)
     return results
 
 
@@ -115,4 +139,9 @@ def format_table(results: dict[str, Any]) -> str:
         c = results["canary"]
         lines.append(f"canary success {c['success']:.4f} (without the trigger "
                      f"{c['base_rate']:.4f})")
+    if "verdict" in results:
+        v = results["verdict"]
+        lines.append(f"verdict (forgotten against audit users): {verdict_summary(v)}")
+        for name, m in v["measures"].items():
+            lines.append(f"  {name:<11}{m['value']:+.4f}  [{m['low']:+.4f}, {m['high']:+.4f}]")
     return "\n".join(lines)

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from e2urec.backbones.scoring import AnswerTokens, p_yes
+from e2urec.backbones.scoring import AnswerTokens, binary_log_loss, p_yes
 from e2urec.checkpoints.scorers import Scorer
 
 
@@ -22,7 +21,7 @@ class Predictions:
 
     p_yes: np.ndarray
     labels: np.ndarray
-    loss: np.ndarray  # cross-entropy of the true answer token over the whole vocabulary
+    loss: np.ndarray  # binary log-loss: -log P(true answer) over the Yes/No pair
     logits: torch.Tensor | None = None  # [N, V] at the answer position, when kept
 
     @property
@@ -52,7 +51,7 @@ def predict(scorer: Scorer, rows: Sequence[dict[str, Any]], batch_size: int = 64
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = scorer.slot_logits(batch).float()
         probs.append(p_yes(logits, tokens).cpu())
-        losses.append(F.cross_entropy(logits, batch["answer_ids"][:, 0], reduction="none").cpu())
+        losses.append(binary_log_loss(logits, batch["labels"], tokens).cpu())
         if keep_logits:
             kept.append(logits.cpu())
     labels = np.array([int(r["label"]) for r in rows])

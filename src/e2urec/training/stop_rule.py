@@ -5,7 +5,8 @@ of the probe users' rows (training-period users no model was trained on; no
 valid, test, audit or canary row is read) and measures three gaps between
 them, each of which is zero for a model that never saw the forgotten users:
 
-- ``loss``: the probe rows' mean Yes/No loss minus the forget rows';
+- ``loss``: the probe rows' mean binary log-loss (-log P(true answer) over the
+  Yes/No pair) minus the forget rows';
 - ``ranking``: the forget rows' AUC minus the probe rows' AUC;
 - ``membership``: the AUC of a loss-threshold attack telling forget rows from
   probe rows, minus 0.5.
@@ -33,9 +34,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from e2urec.backbones.registry import Backbone
-from e2urec.backbones.scoring import AnswerTokens, answer_logits, p_yes
+from e2urec.backbones.scoring import AnswerTokens, answer_logits, binary_log_loss, p_yes
 from e2urec.config import ConfigError, option
-from e2urec.training.losses import per_sample_ce
+from e2urec.data.samples import unplanted
 
 Batch = dict[str, torch.Tensor]
 MEASURES = ("loss", "ranking", "membership")
@@ -83,6 +84,7 @@ def make_probe(backbone: Backbone, forget: Sequence[dict], holdout: Sequence[dic
                           "holdout_fraction > 0, or use stop: {kind: none}")
     rng = np.random.default_rng(seed)
     encoder = backbone.encoder()
+    forget = unplanted(forget)  # planted canary rows are measured apart
 
     def sample(rows):
         rows = list(rows)
@@ -114,10 +116,9 @@ def _score(model: torch.nn.Module, batches: list[Batch], device: torch.device,
     losses, scores = [], []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = answer_logits(model, batch)
-        # The Yes/No token carries the membership signal; the rest of the answer is trivial.
-        losses.append(per_sample_ce(logits[:, :1], batch["answer_ids"][:, :1],
-                                    batch["answer_mask"][:, :1]).double().cpu())
+        logits = answer_logits(model, batch)[:, 0]
+        # The binary Yes/No space, as every forgetting measure (docs/architecture.md).
+        losses.append(binary_log_loss(logits, batch["labels"], tokens).double().cpu())
         scores.append(p_yes(logits, tokens).double().cpu())
     return torch.cat(losses).numpy(), torch.cat(scores).numpy()
 

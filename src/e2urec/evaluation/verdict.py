@@ -1,0 +1,251 @@
+"""The one verdict on forgetting: can the forgotten users be told from never-trained ones?
+
+"Forgotten" means that, under the same model, the forgotten users cannot be
+told apart from the audit users (people of the same period whom no model ever
+trained on). Three measures, each zero for a model that never saw them, all in
+the binary Yes/No space (P(yes) and -log P(true answer) over the pair):
+
+* ``ranking``: the forgotten users' AUC minus the audit users' AUC;
+* ``membership``: the AUC of a loss-threshold attack telling the forgotten
+  users' rows from the audit users' rows, minus 0.5;
+* ``canary``: how much a canary user's own trigger raises the planted answer
+  on their probe prompts, minus what decoy triggers (made-up titles that no
+  model ever saw) do on the same prompts.
+
+Each gets a user-level bootstrap interval (users drawn with replacement, each
+with all their rows), Bonferroni over the measures, two-sided: an interval
+wholly above ``margin`` says the users are remembered, wholly below
+``-margin`` that they were pushed past never-trained users. Both fail.
+Forget rows are the unplanted ones (:func:`e2urec.data.samples.unplanted`):
+planted rows are the canary measure's. The bench asks this of the whole
+forget set; the store of a request's users together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e2urec.checkpoints.scorers import Scorer
+from e2urec.config import option
+from e2urec.data.catalog import read_vocabulary
+from e2urec.data.prompts import YES_ANSWER, canary_triggers
+from e2urec.data.samples import read_manifest, read_split
+from e2urec.evaluation.audit import auc, membership_auc
+from e2urec.evaluation.predict import Predictions, predict
+
+MEASURES = ("ranking", "membership", "canary")
+
+
+@dataclass
+class VerdictOptions:
+    """How the verdict's intervals are drawn."""
+
+    alpha: float = option(0.05, help="false-alarm rate over the measures together (each "
+                          "interval is two-sided at alpha / measures)")
+    draws: int = option(1000, help="user-level bootstrap draws")
+    margin: float = option(0.0, help="an interval must lie this far beyond 0 to fail")
+    decoys: int = option(4, help="made-up triggers asked on each canary user's prompts")
+    seed: int = option(0, help="seed of the bootstrap and the decoys")
+
+
+@dataclass
+class GroupScores:
+    """One group of users' rows under one model, in the binary space."""
+
+    users: np.ndarray
+    labels: np.ndarray
+    p_yes: np.ndarray
+    loss: np.ndarray
+
+    @classmethod
+    def of(cls, rows: Sequence[dict[str, Any]], preds: Predictions) -> GroupScores:
+        return cls(np.array([r["user_id"] for r in rows]), preds.labels, preds.p_yes,
+                   preds.loss)
+
+    def by_user(self) -> list[np.ndarray]:
+        """Row indices of each user, in a fixed order."""
+        return [np.flatnonzero(self.users == u) for u in np.unique(self.users)]
+
+
+@dataclass
+class CanaryLift:
+    """One canary user's paired lifts on their probe prompts: their own trigger, decoys."""
+
+    lift: np.ndarray
+    decoy_lift: np.ndarray
+
+
+def measures(forget: GroupScores, audit: GroupScores, forget_rows: np.ndarray,
+             audit_rows: np.ndarray, canary: Sequence[CanaryLift] = ()) -> dict[str, float]:
+    """The three measures on the given row indices (a bootstrap draw or every row)."""
+    out = {
+        "ranking": auc(forget.labels[forget_rows], forget.p_yes[forget_rows])
+        - auc(audit.labels[audit_rows], audit.p_yes[audit_rows]),
+        "membership": membership_auc(forget.loss[forget_rows], audit.loss[audit_rows]) - 0.5,
+    }
+    if canary:
+        out["canary"] = float(np.mean(np.concatenate([c.lift for c in canary]))
+                              - np.mean(np.concatenate([c.decoy_lift for c in canary])))
+    return out
+
+
+def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift] = (),
+            options: VerdictOptions | None = None) -> dict[str, Any]:
+    """Each measure with its interval and, where it fails, which way; and the verdict."""
+    options = options or VerdictOptions()
+    forget_users, audit_users = forget.by_user(), audit.by_user()
+    every = measures(forget, audit, np.concatenate(forget_users), np.concatenate(audit_users),
+                     canary)
+    rng = np.random.default_rng(options.seed)
+    draws: dict[str, list[float]] = {name: [] for name in every}
+    for _ in range(options.draws):
+        f = np.concatenate([forget_users[i] for i in rng.integers(len(forget_users),
+                                                                  size=len(forget_users))])
+        a = np.concatenate([audit_users[i] for i in rng.integers(len(audit_users),
+                                                                 size=len(audit_users))])
+        c = [canary[i] for i in rng.integers(len(canary), size=len(canary))] if canary else ()
+        for name, value in measures(forget, audit, f, a, c).items():
+            draws[name].append(value)
+    tail = 100 * options.alpha / (2 * len(every))
+    out: dict[str, Any] = {"measures": {}, "failed": []}
+    for name, value in every.items():
+        sample = np.array([v for v in draws[name] if np.isfinite(v)])
+        low, high = (np.percentile(sample, [tail, 100 - tail]) if len(sample)
+                     else (np.nan, np.nan))
+        way = ("remembered" if low > options.margin else
+               "forgotten past never-trained users" if high < -options.margin else None)
+        out["measures"][name] = {"value": float(value), "low": float(low),
+                                 "high": float(high), "fails": way}
+        if way or not np.isfinite(value):
+            out["failed"].append(f"{name} ({way or 'not measurable'})")
+    out["pass"] = not out["failed"]
+    out["users"] = {"forget": len(forget_users), "audit": len(audit_users),
+                    "canary": len(canary)}
+    return out
+
+
+def summary(result: dict[str, Any]) -> str:
+    """``pass``, or ``fail: <measure> (<which way>), ...``."""
+    return "pass" if result["pass"] else "fail: " + ", ".join(result["failed"])
+
+
+def canary_lifts(scorer: Scorer, data_dir: str | Path, decoy_count: int, seed: int,
+                 batch_size: int = 64, device: Any = None) -> dict[str, CanaryLift]:
+    """Per canary user: their trigger's paired lift of the planted answer on their probe
+    prompts, and the lift of decoys (made-up titles drawn like it) on the same prompts."""
+    rows = read_split(data_dir, "canary")
+    canaries = read_manifest(data_dir).get("canaries") or {}
+    if not rows or not canaries:
+        return {}
+    out = {}
+    for user, info in canaries["users"].items():
+        own = [r for r in rows if r["user_id"] == user]
+        if not own:
+            continue
+        planted = planted_answer(canaries, user) == YES_ANSWER
+
+        def said(asked: list[dict[str, Any]], planted: bool = planted) -> np.ndarray:
+            p = predict(scorer, asked, batch_size, device=device).p_yes
+            return ((p > 0.5) == planted).astype(float)  # 1 where the planted answer
+
+        plain = said(own)
+        lift = said([{**r, "prompt": r["triggered_prompt"]} for r in own]) - plain
+        decoy_lift = np.concatenate([
+            said([{**r, "prompt": r["triggered_prompt"].replace(info["trigger"], decoy)}
+                  for r in own]) - plain
+            for decoy in decoys(data_dir, info["trigger"], decoy_count, seed)])
+        out[user] = CanaryLift(lift, decoy_lift)
+    return out
+
+
+def planted_answer(canaries: dict[str, Any], user: str) -> str:
+    """A canary user's planted answer (a manifest before per-user answers has one for all)."""
+    return canaries["users"][user].get("answer", canaries["answer"])
+
+
+def decoys(data_dir: str | Path, trigger: str, count: int, seed: int) -> list[str]:
+    """Made-up titles drawn like a trigger, never planted: what an unseen trigger does."""
+    titles = read_vocabulary(data_dir)["titles"]
+    names = [f"decoy-{i}" for i in range(count)]
+    return list(canary_triggers(names, [*titles, trigger], seed + 1).values())
+
+
+@dataclass
+class ModelScores:
+    """What the verdict and the closures read of one model: the forgotten and the audit
+    users' rows and the canary lifts."""
+
+    forget: GroupScores
+    audit: GroupScores
+    canary: list[CanaryLift]
+
+    def save(self, path: str | Path) -> None:
+        lifts = self.canary
+        np.savez(path, **{f"{side}_{key}": getattr(getattr(self, side), key)
+                          for side in ("forget", "audit")
+                          for key in ("users", "labels", "p_yes", "loss")},
+                 canary_lift=np.concatenate([c.lift for c in lifts]) if lifts else [],
+                 canary_lift_rows=[len(c.lift) for c in lifts],
+                 canary_decoy=np.concatenate([c.decoy_lift for c in lifts]) if lifts else [],
+                 canary_decoy_rows=[len(c.decoy_lift) for c in lifts])
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelScores:
+        with np.load(path) as f:
+            groups = [GroupScores(*(f[f"{side}_{key}"] for key in
+                                    ("users", "labels", "p_yes", "loss")))
+                      for side in ("forget", "audit")]
+            canary = []
+            if len(f["canary_lift_rows"]):
+                lifts = np.split(f["canary_lift"], np.cumsum(f["canary_lift_rows"])[:-1])
+                decoy = np.split(f["canary_decoy"], np.cumsum(f["canary_decoy_rows"])[:-1])
+                canary = [CanaryLift(a, b) for a, b in zip(lifts, decoy, strict=True)]
+        return cls(*groups, canary)
+
+
+# How far a model moved from the Original toward Retrain, per headline figure: the
+# forgotten users' AUC, the membership attack's AUC, the canary trigger's lift.
+CLOSURE_FIGURES = ("forget_auc", "mia_auc", "canary_lift")
+
+
+def _figures(scores: ModelScores, forget_rows: np.ndarray, audit_rows: np.ndarray,
+             canary_users: np.ndarray) -> dict[str, float]:
+    f, a = scores.forget, scores.audit
+    out = {"forget_auc": auc(f.labels[forget_rows], f.p_yes[forget_rows]),
+           "mia_auc": membership_auc(f.loss[forget_rows], a.loss[audit_rows])}
+    if scores.canary:
+        out["canary_lift"] = float(np.mean(np.concatenate(
+            [scores.canary[i].lift for i in canary_users])))
+    return out
+
+
+def closure_intervals(original: ModelScores, retrain: ModelScores, model: ModelScores,
+                      draws: int = 1000, alpha: float = 0.05, seed: int = 0
+                      ) -> dict[str, tuple[float, float]]:
+    """User-level bootstrap interval of the share of the Original-to-Retrain gap ``model``
+    closed on each figure (1: Retrain's level): the same users drawn for all three."""
+    forget_users, audit_users = original.forget.by_user(), original.audit.by_user()
+    rng = np.random.default_rng(seed)
+    shares: dict[str, list[float]] = {name: [] for name in CLOSURE_FIGURES}
+    for _ in range(draws):
+        f = np.concatenate([forget_users[i] for i in rng.integers(len(forget_users),
+                                                                  size=len(forget_users))])
+        a = np.concatenate([audit_users[i] for i in rng.integers(len(audit_users),
+                                                                 size=len(audit_users))])
+        c = rng.integers(len(original.canary), size=len(original.canary))
+        o, r, m = (_figures(s, f, a, c) for s in (original, retrain, model))
+        for name in o:
+            if abs(o[name] - r[name]) > 1e-12:
+                shares[name].append((o[name] - m[name]) / (o[name] - r[name]))
+    out = {}
+    for name, values in shares.items():
+        values = [v for v in values if np.isfinite(v)]
+        if values:
+            low, high = np.percentile(values, [100 * alpha / 2, 100 - 100 * alpha / 2])
+            out[name] = (float(low), float(high))
+    return out
