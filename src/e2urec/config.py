@@ -47,9 +47,9 @@ class PrepareConfig:
         "test_rows test, valid_rows before, train_rows before that), so that no one person "
         "decides a group's figure; paper: the paper's newest window split 60/20/20 in time "
         "(docs/architecture.md, \"Protocol\")")
-    users: int = option(600, help="users protocol: users drawn (among those with enough "
+    users: int = option(500, help="users protocol: users drawn (among those with enough "
                         "rated rows)")
-    train_rows: int = option(6, help="users protocol: training-period rows a user")
+    train_rows: int = option(8, help="users protocol: training-period rows a user")
     valid_rows: int = option(1, help="users protocol: valid rows a user")
     test_rows: int = option(2, help="users protocol: test rows a user (their newest)")
     min_group_users: int = option(50, help="users protocol: the forgotten, probe and audit "

@@ -28,12 +28,13 @@ from e2urec.bench.study import (
     method_of,
     prepare_stage,
     seeded,
+    short_verdict,
     study_device,
     train_original_stage,
 )
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option, read_config_file
-from e2urec.data.samples import read_manifest, read_split
+from e2urec.data.samples import read_manifest, read_split, unplanted
 from e2urec.data.sources import find_raw
 from e2urec.deploy.ensembles import init_ensemble_store
 from e2urec.deploy.requests import forget, request_data
@@ -41,6 +42,7 @@ from e2urec.deploy.store import init_store, open_store
 from e2urec.deploy.verify import Verification
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import predict
+from e2urec.evaluation.verdict import summary as verdict_summary
 from e2urec.fileio import atomic_write_text, check_output, folder_lock
 from e2urec.methods.base import REGISTRY, get_method
 from e2urec.runtime import set_threads
@@ -188,8 +190,9 @@ def _measure_step(config: SequentialConfig, data_dir: Path, forgotten: list[str]
     versions = {name: store.current_dir() for name, store in current.items()}
     for store in current.values():
         store.close()
-    reference = predict(load_scorer(versions["retrain"]), read_split(step_data, "forget"),
-                        config.eval_batch_size, keep_logits=True, device=device)
+    reference = predict(load_scorer(versions["retrain"]),
+                        unplanted(read_split(step_data, "forget")), config.eval_batch_size,
+                        keep_logits=True, device=device)
     out = {}
     for name, version in versions.items():
         metrics, _ = evaluate(load_scorer(version), step_data, reference,
@@ -201,12 +204,16 @@ def _measure_step(config: SequentialConfig, data_dir: Path, forgotten: list[str]
                      "ndcg10": ranking.get("ndcg@10"), "forget_auc": metrics["forget"]["auc"],
                      "mia_auc": metrics.get("mia_auc"),
                      "canary_success": metrics.get("canary", {}).get("success"),
-                     "forget_sym_kl": metrics["forget_vs_reference"]["sym_kl"]}
+                     "forget_sym_kl": metrics["forget_vs_reference"]["sym_kl"],
+                     "verdict": verdict_summary(metrics["verdict"]) if "verdict" in metrics
+                     else None}
     return out
 
 
 LEGEND = ("After each request, every method's current version is scored on the users "
-          "forgotten so far (forget AUC, MIA AUC against audit users, canary success of "
+          "forgotten so far (their unplanted rows: forget AUC, MIA AUC against audit users "
+          "on the binary Yes/No log-loss, the verdict of evaluation/verdict.py, canary "
+          "success of "
           "the canary users among them, sym-KL to Retrain's forget-set predictions) and on "
           "the remaining users (test AUC, HR@10, NDCG@10). Retrain is retrained on the data "
           "left at that point. Seconds are each request's whole span in the store (request "
@@ -220,8 +227,8 @@ def summary_table(frame: pd.DataFrame) -> str:
     """Per scenario and method: the metrics after the last request (mean ± standard
     deviation over seeds), and the mean seconds a request."""
     lines = ["| scenario | method | requests | seeds | " + " | ".join(t for _, t in SHOWN)
-             + " | s / request | x Retrain |",
-             "|---|---|---|---|" + "|".join("---" for _ in SHOWN) + "|---|---|"]
+             + " | s / request | x Retrain | verdict (per seed) |",
+             "|---|---|---|---|" + "|".join("---" for _ in SHOWN) + "|---|---|---|"]
     for scenario, group in frame.groupby("scenario", sort=False):
         last = group[group.request == group.request.max()]
         retrain_s = group[group.method == "retrain"].request_seconds.mean()
@@ -230,7 +237,8 @@ def summary_table(frame: pd.DataFrame) -> str:
             cells = [_fmt(rows[key]) for key, _ in SHOWN]
             lines.append(f"| {scenario} | {method} | {int(rows.request.iloc[0])} | "
                          f"{rows.seed.nunique()} | " + " | ".join(cells)
-                         + f" | {mean_s:.1f} | {mean_s / retrain_s:.2f} |")
+                         + f" | {mean_s:.1f} | {mean_s / retrain_s:.2f} | "
+                         + ", ".join(short_verdict(v) for v in rows.get("verdict", [])) + " |")
     return "\n".join(lines)
 
 
