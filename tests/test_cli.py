@@ -29,7 +29,9 @@ def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
                  str(model), "--popularity", "--out", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
     assert set(results) == {"test", "forget", "retain", "forget_vs_reference", "mia_auc",
-                            "mia_nonmembers", "canary", "ranking", "popularity", "e2urec"}
+                            "mia_nonmembers", "canary", "ranking", "popularity", "e2urec",
+                            "verdict"}
+    assert set(results["verdict"]["measures"]) == {"ranking", "membership", "canary"}
     baseline = results["popularity"]
     assert (baseline["positives"], baseline["candidates"]) == (
         results["ranking"]["positives"], 100)
@@ -43,6 +45,7 @@ def test_prepare_train_evaluate_on_real_ml100k(tmp_path, capsys, real_ml100k):
     assert results["forget_vs_reference"]["sym_kl"] == pytest.approx(0.0, abs=1e-6)
     printed = capsys.readouterr().out
     assert "membership attack AUC" in printed and "canary success" in printed
+    assert "verdict (forgotten against audit users): " in printed
     assert "most-rated list on the same candidates: HR@10" in printed
 
 
