@@ -109,3 +109,18 @@ def fails(argv: list[str], capsys, *expected: str, unchanged: tuple[Path, ...] =
         assert text in first, first
     assert snapshot(*unchanged) == before
     return first
+
+
+def scored_group(users: int, rows: int, memorised: float, seed: int):
+    """A group's rows under a model, in the binary space: ``users`` users with ``rows``
+    rows each; ``memorised`` > 0 pulls their answers toward the truth (lower loss, higher
+    AUC), < 0 pushes them away, 0 is a never-trained user."""
+    from e2urec.evaluation.verdict import GroupScores
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, users * rows)
+    log_odds = rng.normal(0.6 * (labels * 2 - 1), 1.0) + memorised * (labels * 2 - 1)
+    p_yes = 1 / (1 + np.exp(-log_odds))
+    loss = -np.log(np.where(labels == 1, p_yes, 1 - p_yes))
+    return GroupScores(np.repeat([f"{seed}-{u}" for u in range(users)], rows), labels, p_yes,
+                       loss)

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from e2urec.cli import main
@@ -16,7 +15,7 @@ from e2urec.data.samples import read_jsonl
 from e2urec.deploy.store import StoreError, delete_inside, open_store
 from e2urec.deploy.verify import Verification, verdict
 from tests.deploy.test_store import users_in
-from tests.helpers import PILOTS, fails
+from tests.helpers import PILOTS, fails, scored_group
 
 
 @pytest.mark.parametrize("request_id", ["..", "../x", "/abs/folder", "", ".", "a/b",
@@ -115,7 +114,6 @@ def test_verification_fails_both_ways_beyond_the_never_trained_users_noise(after
 
 def test_more_users_widen_each_users_band_and_the_request_is_tested_as_a_whole(monkeypatch):
     from e2urec.deploy import verify
-    from e2urec.evaluation.verdict import GroupScores
     from e2urec.evaluation.verdict import verdict as group_verdict
 
     monkeypatch.setattr(verify, "paired_auc_se", lambda *a: 0.0)
@@ -127,20 +125,11 @@ def test_more_users_widen_each_users_band_and_the_request_is_tested_as_a_whole(m
 
     # Together, the bench's verdict on the request's rows decides (measure() adds it from
     # 5 users on): 20 users whose rows the model answers better than never-trained users'.
-    def rows(users: int, memorised: float, seed: int) -> GroupScores:
-        rng = np.random.default_rng(seed)
-        labels = rng.integers(0, 2, users * 6)
-        log_odds = rng.normal(0.6 * (labels * 2 - 1), 1.0) + memorised * (labels * 2 - 1)
-        p_yes = 1 / (1 + np.exp(-log_odds))
-        loss = -np.log(np.where(labels == 1, p_yes, 1 - p_yes))
-        return GroupScores(np.repeat([f"{seed}-{u}" for u in range(users)], 6), labels,
-                           p_yes, loss)
-
-    audit = rows(50, 0.0, seed=1)
-    remembered = {**many, "group": group_verdict(rows(20, 1.5, seed=2), audit)}
+    audit = scored_group(50, 6, 0.0, seed=1)
+    remembered = {**many, "group": group_verdict(scored_group(20, 6, 1.5, seed=2), audit)}
     assert "the 20 users together: fail: " in (reason := verdict(
         remembered, remembered, Verification())) and "membership (remembered)" in reason
-    alike = {**many, "group": group_verdict(rows(20, 0.0, seed=2), audit)}
+    alike = {**many, "group": group_verdict(scored_group(20, 6, 0.0, seed=2), audit)}
     assert verdict(alike, alike, Verification()) is None
 
 

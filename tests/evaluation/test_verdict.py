@@ -13,18 +13,7 @@ from e2urec.evaluation.verdict import (
     summary,
     verdict,
 )
-
-
-def group(users: int, rows: int, memorised: float, seed: int) -> GroupScores:
-    """``users`` users with ``rows`` rows each; ``memorised`` > 0 pulls their answers toward
-    the truth (lower loss, higher AUC), < 0 pushes them away."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, users * rows)
-    log_odds = rng.normal(0.6 * (labels * 2 - 1), 1.0) + memorised * (labels * 2 - 1)
-    p_yes = 1 / (1 + np.exp(-log_odds))
-    loss = -np.log(np.where(labels == 1, p_yes, 1 - p_yes))
-    return GroupScores(np.repeat([f"{seed}-{u}" for u in range(users)], rows), labels, p_yes,
-                       loss)
+from tests.helpers import scored_group
 
 
 def test_rank_auc_is_scikit_learns_with_ties():
@@ -35,22 +24,22 @@ def test_rank_auc_is_scikit_learns_with_ties():
 
 
 def test_never_trained_users_pass_and_remembered_or_pushed_past_users_fail():
-    audit = group(60, 6, 0.0, seed=1)
-    alike = verdict(group(96, 6, 0.0, seed=2), audit)
+    audit = scored_group(60, 6, 0.0, seed=1)
+    alike = verdict(scored_group(96, 6, 0.0, seed=2), audit)
     assert alike["pass"] and summary(alike) == "pass"
     for m in alike["measures"].values():
         assert m["low"] <= m["value"] <= m["high"] and m["fails"] is None
-    remembered = verdict(group(96, 6, 1.5, seed=2), audit)
+    remembered = verdict(scored_group(96, 6, 1.5, seed=2), audit)
     assert not remembered["pass"]
     assert remembered["measures"]["membership"]["fails"] == "remembered"
     assert "membership (remembered)" in summary(remembered)
-    pushed = verdict(group(96, 6, -1.5, seed=2), audit)
+    pushed = verdict(scored_group(96, 6, -1.5, seed=2), audit)
     assert pushed["measures"]["membership"]["fails"] == "forgotten past never-trained users"
     assert pushed["measures"]["ranking"]["fails"] == "forgotten past never-trained users"
 
 
 def test_the_canary_measure_reads_the_trigger_against_decoys():
-    forget, audit = group(96, 6, 0.0, seed=2), group(60, 6, 0.0, seed=1)
+    forget, audit = scored_group(96, 6, 0.0, seed=2), scored_group(60, 6, 0.0, seed=1)
     answered = [CanaryLift(np.ones(3), np.zeros(12)) for _ in range(10)]
     result = verdict(forget, audit, answered)
     assert result["measures"]["canary"]["value"] == 1.0 and not result["pass"]
@@ -62,9 +51,9 @@ def test_the_canary_measure_reads_the_trigger_against_decoys():
 
 
 def test_closure_intervals_hold_one_for_retrain_and_zero_for_the_original(tmp_path):
-    audit = group(60, 6, 0.0, seed=1)
+    audit = scored_group(60, 6, 0.0, seed=1)
     rng = np.random.default_rng(3)
-    base = group(96, 6, 0.0, seed=2)
+    base = scored_group(96, 6, 0.0, seed=2)
 
     def model(memorised: float) -> ModelScores:
         shift = memorised * (base.labels * 2 - 1) + rng.normal(0, 0.05, len(base.labels))

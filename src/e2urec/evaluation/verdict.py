@@ -94,6 +94,12 @@ def measures(forget: GroupScores, audit: GroupScores, forget_rows: np.ndarray,
     return out
 
 
+def resample(users: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """A user-level bootstrap draw: as many users as there are, with replacement, each with
+    all their rows (the row indices, concatenated)."""
+    return np.concatenate([users[i] for i in rng.integers(len(users), size=len(users))])
+
+
 def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift] = (),
             options: VerdictOptions | None = None) -> dict[str, Any]:
     """Each measure with its interval and, where it fails, which way; and the verdict."""
@@ -104,10 +110,7 @@ def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift
     rng = np.random.default_rng(options.seed)
     draws: dict[str, list[float]] = {name: [] for name in every}
     for _ in range(options.draws):
-        f = np.concatenate([forget_users[i] for i in rng.integers(len(forget_users),
-                                                                  size=len(forget_users))])
-        a = np.concatenate([audit_users[i] for i in rng.integers(len(audit_users),
-                                                                 size=len(audit_users))])
+        f, a = resample(forget_users, rng), resample(audit_users, rng)
         c = [canary[i] for i in rng.integers(len(canary), size=len(canary))] if canary else ()
         for name, value in measures(forget, audit, f, a, c).items():
             draws[name].append(value)
@@ -233,10 +236,7 @@ def closure_intervals(original: ModelScores, retrain: ModelScores, model: ModelS
     rng = np.random.default_rng(seed)
     shares: dict[str, list[float]] = {name: [] for name in CLOSURE_FIGURES}
     for _ in range(draws):
-        f = np.concatenate([forget_users[i] for i in rng.integers(len(forget_users),
-                                                                  size=len(forget_users))])
-        a = np.concatenate([audit_users[i] for i in rng.integers(len(audit_users),
-                                                                 size=len(audit_users))])
+        f, a = resample(forget_users, rng), resample(audit_users, rng)
         c = rng.integers(len(original.canary), size=len(original.canary))
         o, r, m = (_figures(s, f, a, c) for s in (original, retrain, model))
         for name in o:
