@@ -66,7 +66,7 @@ class PrepareConfig:
     forget_users: list[str] | None = option(None, help="explicit user ids to forget "
                                             "(instead of forget_fraction)")
     shards: int = option(4, help="shards for SISA and RecEraser")
-    holdout_fraction: float = option(0.1, help="share of training-period users no model "
+    holdout_fraction: float = option(0.2, help="share of training-period users no model "
                                      "trains on, split into probe (stop decisions) and audit "
                                      "(membership audit) halves; 0 keeps none")
     min_holdout_users: int = option(8, help="hold out at least this many users whatever the "
