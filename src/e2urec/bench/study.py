@@ -38,13 +38,13 @@ from e2urec.config import (
     to_dict,
 )
 from e2urec.data.protocol import prepare_dataset, write_prepared
-from e2urec.data.samples import read_split, subsample, unplanted
+from e2urec.data.samples import read_split, unplanted
 from e2urec.data.sources import RawSource, find_raw
 from e2urec.evaluation.audit import forget_quality
 from e2urec.evaluation.evaluate import BENCH_SPLITS, evaluate
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import popularity
-from e2urec.evaluation.verdict import GroupScores, ModelScores, closure_intervals
+from e2urec.evaluation.verdict import ModelScores, closure_intervals
 from e2urec.evaluation.verdict import summary as verdict_summary
 from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_json
 from e2urec.methods import get_method, run_method
@@ -310,11 +310,8 @@ def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir
     metrics["test_p_yes_std"] = float(np.std(preds["test"].p_yes))
     np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
     scores = folder / SCORES_FILE
-    if "audit" in preds:  # what the closures' intervals redraw, user by user
-        ModelScores(GroupScores.of(unplanted(read_split(data_dir, "forget")), preds["forget"]),
-                    GroupScores.of(subsample(read_split(data_dir, "audit"),
-                                             study.eval_max_samples), preds["audit"]),
-                    list(preds.get("canary_lifts", {}).values())).save(scores)
+    if "scores" in preds:  # what the closures' intervals redraw, user by user
+        preds["scores"].save(scores)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return {**metrics, "p_true_file": str(folder / "forget_p_true.npy"),
             "scores_file": str(scores) if scores.is_file() else None}

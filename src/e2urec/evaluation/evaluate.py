@@ -17,6 +17,7 @@ from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import ranking
 from e2urec.evaluation.verdict import (
     GroupScores,
+    ModelScores,
     VerdictOptions,
     canary_lifts,
     planted_answer,
@@ -32,7 +33,7 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
              batch_size: int = 64, splits: tuple[str, ...] = UTILITY_SPLITS,
              max_samples: int | None = None, device: torch.device | None = None,
              ranking_positives: int | None = 100
-             ) -> tuple[dict[str, Any], dict[str, Predictions]]:
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Utility on each split; with ``reference``, forget-set distances to it.
 
     ``max_samples`` caps every split except test and forget by a seeded subset.
@@ -43,7 +44,7 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
     Returns the metrics and the per-split predictions (for the audit).
     """
     results: dict[str, Any] = {}
-    preds: dict[str, Predictions] = {}
+    preds: dict[str, Any] = {}  # Predictions per split; the verdict's ModelScores
     for split in splits:
         rows = read_split(data_dir, split)
         if split == "forget":
@@ -74,7 +75,7 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
     return results, preds
 
 
-def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Predictions],
+def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Any],
           batch_size: int, max_samples: int | None, device: torch.device | None
           ) -> dict[str, Any]:
     """The membership audit against the audit users, the canary audit, and the verdict.
@@ -84,7 +85,8 @@ def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Predictions],
     model was trained on). ``canary``: the share of the canary users' probe
     prompts answered with the planted answer with the trigger (``success``) and
     without (``base_rate``). ``verdict``: :func:`e2urec.evaluation.verdict.verdict`.
-    Adds the audit split's predictions to ``preds`` (and ``canary_lifts``).
+    Adds the audit split's predictions to ``preds``, and the verdict's inputs
+    (``scores``, a :class:`~e2urec.evaluation.verdict.ModelScores`).
     """
     results: dict[str, Any] = {}
     audit_rows = subsample(read_split(data_dir, "audit"), max_samples)
@@ -100,16 +102,16 @@ def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Predictions],
             said_yes = predict(scorer, asked, batch_size, device=device).p_yes > 0.5
             rates[key] = float(np.mean(said_yes == planted))
         results["canary"] = rates
-        preds["canary_lifts"] = lifts
     if audit_rows:
         outside = predict(scorer, audit_rows, batch_size, device=device, desc="eval audit")
         preds["audit"] = outside
         results["mia_auc"] = membership_auc(preds["forget"].loss, outside.loss)
         results["mia_nonmembers"] = "audit users"
         forget_rows = unplanted(read_split(data_dir, "forget"))
-        results["verdict"] = verdict(GroupScores.of(forget_rows, preds["forget"]),
-                                     GroupScores.of(audit_rows, outside), list(lifts.values()),
-                                     options)
+        scores = ModelScores(GroupScores.of(forget_rows, preds["forget"]),
+                             GroupScores.of(audit_rows, outside), list(lifts.values()))
+        preds["scores"] = scores  # what a bench saves for the closures' intervals
+        results["verdict"] = verdict(scores.forget, scores.audit, scores.canary, options)
     return results
 
 
