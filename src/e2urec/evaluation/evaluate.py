@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from e2urec.checkpoints.scorers import Scorer
-from e2urec.data.prompts import YES_ANSWER
-from e2urec.data.samples import read_manifest, read_split, subsample, unplanted
+from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.evaluation.audit import membership_auc
 from e2urec.evaluation.metrics import distribution_distances, utility
 from e2urec.evaluation.predict import Predictions, predict
@@ -20,7 +19,6 @@ from e2urec.evaluation.verdict import (
     ModelScores,
     VerdictOptions,
     canary_lifts,
-    planted_answer,
     verdict,
 )
 from e2urec.evaluation.verdict import summary as verdict_summary
@@ -92,16 +90,11 @@ def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Any],
     audit_rows = subsample(read_split(data_dir, "audit"), max_samples)
     options = VerdictOptions()
     lifts = canary_lifts(scorer, data_dir, options.decoys, options.seed, batch_size, device)
-    if lifts:
-        rows = read_split(data_dir, "canary")
-        canaries = read_manifest(data_dir)["canaries"]
-        planted = np.array([planted_answer(canaries, r["user_id"]) == YES_ANSWER for r in rows])
-        triggered = [{**r, "prompt": r["triggered_prompt"]} for r in rows]
-        rates = {}
-        for key, asked in (("success", triggered), ("base_rate", rows)):
-            said_yes = predict(scorer, asked, batch_size, device=device).p_yes > 0.5
-            rates[key] = float(np.mean(said_yes == planted))
-        results["canary"] = rates
+    if lifts:  # the planted answer's rate with the trigger and without, from the same passes
+        plain = np.concatenate([c.plain for c in lifts.values()])
+        triggered = np.concatenate([c.plain + c.lift for c in lifts.values()])
+        results["canary"] = {"success": float(triggered.mean()),
+                             "base_rate": float(plain.mean())}
     if audit_rows:
         outside = predict(scorer, audit_rows, batch_size, device=device, desc="eval audit")
         preds["audit"] = outside

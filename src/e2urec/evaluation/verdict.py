@@ -78,6 +78,7 @@ class CanaryLift:
 
     lift: np.ndarray
     decoy_lift: np.ndarray
+    plain: np.ndarray | None = None  # 1 where the planted answer without any trigger
 
 
 def measures(forget: GroupScores, audit: GroupScores, forget_rows: np.ndarray,
@@ -162,7 +163,7 @@ def canary_lifts(scorer: Scorer, data_dir: str | Path, decoy_count: int, seed: i
             said([{**r, "prompt": r["triggered_prompt"].replace(info["trigger"], decoy)}
                   for r in own]) - plain
             for decoy in decoys(data_dir, info["trigger"], decoy_count, seed)])
-        out[user] = CanaryLift(lift, decoy_lift)
+        out[user] = CanaryLift(lift, decoy_lift, plain)
     return out
 
 
