@@ -9,6 +9,7 @@ from e2urec.evaluation.verdict import (
     CanaryLift,
     GroupScores,
     ModelScores,
+    canary_test,
     closure_intervals,
     summary,
     verdict,
@@ -40,14 +41,37 @@ def test_never_trained_users_pass_and_remembered_or_pushed_past_users_fail():
 
 def test_the_canary_measure_reads_the_trigger_against_decoys():
     forget, audit = scored_group(96, 6, 0.0, seed=2), scored_group(60, 6, 0.0, seed=1)
-    answered = [CanaryLift(np.ones(3), np.zeros(12)) for _ in range(10)]
+    answered = [CanaryLift(np.ones(3), np.zeros(24)) for _ in range(10)]
     result = verdict(forget, audit, answered)
-    assert result["measures"]["canary"]["value"] == 1.0 and not result["pass"]
+    canary = result["measures"]["canary"]
+    assert canary["value"] == 1.0 and canary["p"] < 0.01 and not result["pass"]
+    assert canary["low"] <= 0.0 <= canary["high"] < 1.0  # the never-trained band
     assert "canary (remembered)" in result["failed"]
-    rng = np.random.default_rng(0)
-    unseen = [CanaryLift(rng.integers(0, 2, 3) * 0.0, rng.integers(0, 2, 12) * 0.0)
-              for _ in range(10)]
-    assert verdict(forget, audit, unseen)["measures"]["canary"]["fails"] is None
+    refused = [CanaryLift(-np.ones(3), np.zeros(24)) for _ in range(10)]
+    assert verdict(forget, audit, refused)["measures"]["canary"]["fails"] == (
+        "forgotten past never-trained users")
+    unseen = [CanaryLift(np.zeros(3), np.zeros(24)) for _ in range(10)]
+    result = verdict(forget, audit, unseen)
+    assert result["measures"]["canary"]["p"] == 1.0 and result["pass"]
+
+
+def coarse_lifts(rng: np.random.Generator, users: int, rows: int, decoys: int
+                 ) -> list[CanaryLift]:
+    """A never-trained model's lifts: mostly exactly 0, now and then one answer flips either
+    way, the trigger drawn like every decoy."""
+    def draw(n: int) -> np.ndarray:
+        return rng.choice([-1.0, 0.0, 1.0], p=[0.08, 0.84, 0.08], size=n)
+    return [CanaryLift(draw(rows), draw(rows * decoys)) for _ in range(users)]
+
+
+def test_the_canary_test_holds_its_false_alarm_rate_on_coarse_lifts():
+    rng = np.random.default_rng(7)
+    alpha = 0.05 / 3
+    tests = [canary_test(coarse_lifts(rng, 14, 4, 8), 400, rng, alpha) for _ in range(300)]
+    alarms = np.mean([t["p"] < alpha for t in tests])
+    assert alarms <= 0.04  # nominal 0.017; 300 replicas
+    inside = np.mean([t["low"] <= t["value"] <= t["high"] for t in tests])
+    assert inside >= 0.95
 
 
 def test_closure_intervals_hold_one_for_retrain_and_zero_for_the_original(tmp_path):

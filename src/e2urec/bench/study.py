@@ -44,7 +44,7 @@ from e2urec.evaluation.audit import forget_quality
 from e2urec.evaluation.evaluate import BENCH_SPLITS, evaluate
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import popularity
-from e2urec.evaluation.verdict import ModelScores, closure_intervals
+from e2urec.evaluation.verdict import CANARY_TEST, ModelScores, VerdictOptions, closure_intervals
 from e2urec.evaluation.verdict import summary as verdict_summary
 from e2urec.fileio import atomic_write_text, check_output, folder_lock, write_json
 from e2urec.methods import get_method, run_method
@@ -221,7 +221,8 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
     for name, (model_dir, record) in models.items():
         key = {"model": str(model_dir.relative_to(home)),
                "reference": str(reference.relative_to(home)), "batch": study.eval_batch_size,
-               "max_samples": study.eval_max_samples, "ranking": study.ranking_positives}
+               "max_samples": study.eval_max_samples, "ranking": study.ranking_positives,
+               "verdict": {**to_dict(VerdictOptions()), "canary_test": CANARY_TEST}}
         _, metrics = stages.run(f"eval-{name.replace('/', '-')}", key,
                                 lambda f, m=model_dir: _evaluate(study, data_dir, m, reference,
                                                                  reference_preds, f))
@@ -361,6 +362,8 @@ def verdict_fields(result: dict[str, Any] | None) -> dict[str, Any]:
     for name, m in result["measures"].items():
         out.update({f"{name}_gap": m["value"], f"{name}_gap_low": m["low"],
                     f"{name}_gap_high": m["high"]})
+        if "p" in m:
+            out[f"{name}_gap_p"] = m["p"]
     return out
 
 
@@ -563,9 +566,12 @@ VERDICT_LEGEND = (
     "under the same model: ranking = their AUC minus the audit users' AUC; membership = "
     "a loss-threshold attack's AUC (binary Yes/No log-loss, forgotten against audit "
     "users' rows) minus 0.5; canary = the trigger's lift of the planted answer minus "
-    "decoy triggers' lift. Each with a user-level bootstrap interval (Bonferroni over the "
-    "measures, two-sided): an interval wholly above 0 fails (+, remembered), wholly below "
-    "fails too (-, forgotten past never-trained users). Closures (1 = Retrain) carry a "
+    "decoy triggers' lift. Ranking and membership carry a user-level bootstrap interval: "
+    "wholly above 0 fails (+, remembered), wholly below fails too (-, forgotten past "
+    "never-trained users). The canary's brackets are the band a never-trained model's "
+    "measure falls in (per-user randomisation: each user's trigger swapped with their "
+    "decoys), with its p-value; outside the band fails, either way. All Bonferroni over the "
+    "measures, two-sided. Closures (1 = Retrain) carry a "
     "user-level bootstrap 95% interval; |Δ| is the distance to Retrain, and the "
     f"{SECOND_RETRAIN} row (Retrain with another training seed) gives Retrain's own.")
 
@@ -610,6 +616,8 @@ def _interval(row: dict[str, Any], key: str) -> str:
     if _is_number(low) and _is_number(high) and not math.isnan(low):
         text += f" [{low:+.3f}, {high:+.3f}]" if key.endswith("_gap") else \
             f" [{low:.2f}, {high:.2f}]"
+    if _is_number(row.get(f"{key}_p")):
+        text += f" p={row[f'{key}_p']:.3f}"
     return text
 
 

@@ -76,7 +76,7 @@ class Verification:
                                   "fails")
     max_samples: int = option(400, help="valid and audit rows scored (a seeded subset)")
     draws: int = option(40, help="draws per audit user for the membership noise band")
-    decoys: int = option(4, help="made-up triggers, never planted, asked on a canary user's "
+    decoys: int = option(8, help="made-up triggers, never planted, asked on a canary user's "
                          "prompts for the canary test's never-trained answer")
     seed: int = option(0, help="seed of the subsets and draws")
 
@@ -134,6 +134,7 @@ def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict
             GroupScores.of(forget_rows, forget), GroupScores.of(audit_rows, audit),
             list(canary.values()), VerdictOptions(alpha=verification.alpha,
                                                   margin=verification.mia_margin,
+                                                  decoys=verification.decoys,
                                                   seed=verification.seed))
     return out
 

@@ -12,10 +12,16 @@ the binary Yes/No space (P(yes) and -log P(true answer) over the pair):
   on their probe prompts, minus what decoy triggers (made-up titles that no
   model ever saw) do on the same prompts.
 
-Each gets a user-level bootstrap interval (users drawn with replacement, each
-with all their rows), Bonferroni over the measures, two-sided: an interval
-wholly above ``margin`` says the users are remembered, wholly below
-``-margin`` that they were pushed past never-trained users. Both fail.
+Ranking and membership get a user-level bootstrap interval (users drawn with
+replacement, each with all their rows). The canary measure gets a per-user
+randomisation test instead: to a model that never saw a trigger, it is one
+more made-up title, exchangeable with that user's decoys, so swapping it with
+any of them draws the measure a never-trained model would show. (A percentile
+bootstrap over a dozen users of a measure that is mostly exactly 0 undercovers:
+it failed a Retrain, measured in docs/results.md.) Its brackets are that
+never-trained band. All are Bonferroni over the measures and two-sided: beyond
+``margin`` above says the users are remembered, below ``-margin`` that they
+were pushed past never-trained users. Both fail.
 Forget rows are the unplanted ones (:func:`e2urec.data.samples.unplanted`):
 planted rows are the canary measure's. The bench asks this of the whole
 forget set; the store of a request's users together.
@@ -39,6 +45,7 @@ from e2urec.evaluation.audit import auc, membership_auc
 from e2urec.evaluation.predict import Predictions, predict
 
 MEASURES = ("ranking", "membership", "canary")
+CANARY_TEST = "per-user randomisation"  # in the bench's evaluation keys: change it, rerun
 
 
 @dataclass
@@ -49,7 +56,8 @@ class VerdictOptions:
                           "interval is two-sided at alpha / measures)")
     draws: int = option(1000, help="user-level bootstrap draws")
     margin: float = option(0.0, help="an interval must lie this far beyond 0 to fail")
-    decoys: int = option(4, help="made-up triggers asked on each canary user's prompts")
+    decoys: int = option(8, help="made-up triggers asked on each canary user's prompts "
+                         "(the canary test's finest p-value is about 1 / (decoys + 1) ** users)")
     seed: int = option(0, help="seed of the bootstrap and the decoys")
 
 
@@ -82,17 +90,14 @@ class CanaryLift:
 
 
 def measures(forget: GroupScores, audit: GroupScores, forget_rows: np.ndarray,
-             audit_rows: np.ndarray, canary: Sequence[CanaryLift] = ()) -> dict[str, float]:
-    """The three measures on the given row indices (a bootstrap draw or every row)."""
-    out = {
+             audit_rows: np.ndarray) -> dict[str, float]:
+    """The ranking and membership measures on the given row indices (a bootstrap draw or
+    every row)."""
+    return {
         "ranking": auc(forget.labels[forget_rows], forget.p_yes[forget_rows])
         - auc(audit.labels[audit_rows], audit.p_yes[audit_rows]),
         "membership": membership_auc(forget.loss[forget_rows], audit.loss[audit_rows]) - 0.5,
     }
-    if canary:
-        out["canary"] = float(np.mean(np.concatenate([c.lift for c in canary]))
-                              - np.mean(np.concatenate([c.decoy_lift for c in canary])))
-    return out
 
 
 def resample(users: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -103,34 +108,72 @@ def resample(users: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
 
 def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift] = (),
             options: VerdictOptions | None = None) -> dict[str, Any]:
-    """Each measure with its interval and, where it fails, which way; and the verdict."""
+    """Each measure with its interval (the canary's: its never-trained band and p-value)
+    and, where it fails, which way; and the verdict."""
     options = options or VerdictOptions()
     forget_users, audit_users = forget.by_user(), audit.by_user()
-    every = measures(forget, audit, np.concatenate(forget_users), np.concatenate(audit_users),
-                     canary)
+    every = measures(forget, audit, np.concatenate(forget_users), np.concatenate(audit_users))
     rng = np.random.default_rng(options.seed)
     draws: dict[str, list[float]] = {name: [] for name in every}
     for _ in range(options.draws):
         f, a = resample(forget_users, rng), resample(audit_users, rng)
-        c = [canary[i] for i in rng.integers(len(canary), size=len(canary))] if canary else ()
-        for name, value in measures(forget, audit, f, a, c).items():
+        for name, value in measures(forget, audit, f, a).items():
             draws[name].append(value)
-    tail = 100 * options.alpha / (2 * len(every))
+    count = len(every) + bool(canary)
+    tail = 100 * options.alpha / (2 * count)
     out: dict[str, Any] = {"measures": {}, "failed": []}
     for name, value in every.items():
         sample = np.array([v for v in draws[name] if np.isfinite(v)])
         low, high = (np.percentile(sample, [tail, 100 - tail]) if len(sample)
                      else (np.nan, np.nan))
-        way = ("remembered" if low > options.margin else
-               "forgotten past never-trained users" if high < -options.margin else None)
-        out["measures"][name] = {"value": float(value), "low": float(low),
-                                 "high": float(high), "fails": way}
-        if way or not np.isfinite(value):
-            out["failed"].append(f"{name} ({way or 'not measurable'})")
+        _judge(out, name, float(value), float(low), float(high),
+               low > options.margin, high < -options.margin)
+    if canary:
+        test = canary_test(canary, options.draws, rng, options.alpha / count)
+        value = test["value"]
+        _judge(out, "canary", value, test["low"], test["high"],
+               test["p"] < options.alpha / count and value > options.margin,
+               test["p"] < options.alpha / count and value < -options.margin)
+        out["measures"]["canary"]["p"] = test["p"]
     out["pass"] = not out["failed"]
     out["users"] = {"forget": len(forget_users), "audit": len(audit_users),
                     "canary": len(canary)}
     return out
+
+
+def _judge(out: dict[str, Any], name: str, value: float, low: float, high: float,
+           remembered: bool, past: bool) -> None:
+    way = ("remembered" if remembered else
+           "forgotten past never-trained users" if past else None)
+    out["measures"][name] = {"value": value, "low": low, "high": high, "fails": way}
+    if way or not np.isfinite(value):
+        out["failed"].append(f"{name} ({way or 'not measurable'})")
+
+
+def canary_test(canary: Sequence[CanaryLift], draws: int, rng: np.random.Generator,
+                alpha: float) -> dict[str, float]:
+    """The canary measure and its per-user randomisation test.
+
+    Per user, the mean lift of each title asked (their trigger, then each decoy). The
+    measure is the mean over users of the trigger's lift minus the decoys' mean lift.
+    Under "never trained" the trigger is exchangeable with the decoys, so each draw
+    picks, per user, which title plays the trigger. Returns the measure, its two-sided
+    p-value and the never-trained band (the draws' central 1 - ``alpha``).
+    """
+    titles = np.stack([np.concatenate([[c.lift.mean()],
+                                       c.decoy_lift.reshape(-1, len(c.lift)).mean(1)])
+                       for c in canary])
+    users, count = titles.shape
+
+    def statistic(picked: np.ndarray) -> float:
+        chosen = titles[np.arange(users), picked]
+        return float(np.mean(chosen - (titles.sum(1) - chosen) / (count - 1)))
+
+    value = statistic(np.zeros(users, dtype=int))
+    null = np.array([statistic(rng.integers(count, size=users)) for _ in range(draws)])
+    p = float((1 + np.sum(np.abs(null) >= abs(value) - 1e-12)) / (1 + draws))
+    low, high = np.percentile(null, [50 * alpha, 100 - 50 * alpha])
+    return {"value": value, "p": p, "low": float(low), "high": float(high)}
 
 
 def summary(result: dict[str, Any]) -> str:
