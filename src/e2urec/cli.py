@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import math
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -173,6 +175,9 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--rebuild", action="store_true", required=True,
                         help="train the ensemble again from the store's data (which holds "
                         "no forgotten user) with its recorded settings")
+    verify.add_argument("--wait", action="store_true",
+                        help="wait for a request running on the store (the rebuild takes "
+                        "the store's lock)")
     for name, what in (("status", "check the store and list unfinished requests"),
                        ("history", "the ledger as a table")):
         action = actions.add_parser(name, help=what)
@@ -201,6 +206,8 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                         "(the options of --method under methods:)")
     forget.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     for field in dataclasses.fields(Verification):
+        if field.type in (bool, "bool"):  # power stays on; exact_retry: --no-exact-retry
+            continue
         forget.add_argument(f"--{field.name.replace('_', '-')}",
                             type=int if field.type in (int, "int") else float,
                             help=f"{field.metadata.get('help', '')} "
@@ -420,20 +427,28 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _deploy_action(args: argparse.Namespace, store: Any) -> int:
     from e2urec.deploy.history import format_history, format_status
     from e2urec.deploy.store import status
+    from e2urec.fileio import LockedError, folder_lock
 
     if args.action == "verify":
         from e2urec.deploy.ensembles import rebuild_and_compare
 
-        report = rebuild_and_compare(store)
+        with folder_lock(store.root, "request", wait=args.wait, log=_log):
+            report = rebuild_and_compare(store)
         print(format_rebuild(report, store.ledger.current().id))
         return 0 if report["exact"] else 1
     if args.action == "status":
-        report = status(store)
+        from e2urec.deploy.store import purge_scratch
+
+        try:  # scratch no request needs is purged here too, unless a request is running
+            with folder_lock(store.root, "request"):
+                purged = purge_scratch(store)
+        except LockedError:
+            purged = None
+        report = {**status(store), "purged_now": purged}
         print(json.dumps(report, indent=2) if args.json else format_status(report, store.root))
         return 0 if report["consistent"] else 1
     if args.action == "abandon":
         from e2urec.deploy.requests import abandon
-        from e2urec.fileio import folder_lock
 
         with folder_lock(store.root, "request"):
             outcome = abandon(store, args.request_id, args.reason, log=_log)
@@ -516,13 +531,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
         check_request_id(args.request_id)  # before anything reads or writes the store
     _, _, options = run_configs(args)
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Verification)
-             if getattr(args, f.name) is not None}
-    verification = from_dict(Verification, flags, "verification")
+             if getattr(args, f.name, None) is not None}
+    verification = from_dict(Verification, {**flags, "exact_retry": args.exact_retry},
+                             "verification")
     with open_store(args.store) as store, folder_lock(store.root, "request", wait=args.wait,
                                                       log=_log):
         outcome = forget(store, args.users, args.method, options, args.request_id,
-                         verification, log=_log, requested_by=args.requested_by,
-                         exact_retry=args.exact_retry)
+                         verification, log=_log, requested_by=args.requested_by)
     prefix = f"{outcome.request_id}: " if outcome.request_id else ""
     print(f"{prefix}{outcome.status}: {outcome.message}")
     return 1 if outcome.status == "failed" else 0
@@ -566,6 +581,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         for line in message[1:]:
             print(f"  {line}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head` closed the pipe: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = err.filename or "the output folder"
+        print(f"e2urec {args.command}: error: no space left on the device ({where}): every "
+              "write is atomic, so what was being written is not there; free space and run "
+              "the same command again", file=sys.stderr)
         return 2
 
 

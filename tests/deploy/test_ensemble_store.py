@@ -7,39 +7,16 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file, save_file
 
-from e2urec.checkpoints.folders import read_meta
+from e2urec.checkpoints.folders import adapter_base, read_meta
 from e2urec.cli import main
-from e2urec.config import to_dict
 from e2urec.deploy.store import open_store
 from e2urec.fileio import folder_sha256
 from e2urec.training.slices import checkpoint_dir
-from tests.deploy.conftest import STORE_TRAIN
-from tests.deploy.test_store import TINY_SETS, users_in
+from tests.deploy.conftest import TRAIN_SETS
+from tests.deploy.test_store import users_in
 from tests.helpers import fails
-
-# Slices train a fixed number of epochs: early stopping would read every user's valid rows.
-TRAIN_SETS = [f"--set=train.{k}={v}" for k, v in
-              {**to_dict(STORE_TRAIN), "epochs": 2, "early_stopping": False}.items()
-              if not isinstance(v, dict | list) and v is not None]
-RECERASER = ["--option=aggregator_hidden=4", "--option=aggregator_epochs=2"]
-
-
-@pytest.fixture(scope="module")
-def ensemble_template(tmp_path_factory, store_data) -> Path:
-    root = tmp_path_factory.mktemp("ensemble") / "store"
-    code = main(["--threads", "1", "deploy", "init", "--method", "receraser", "--shards", "2",
-                 "--slices", "2", *RECERASER, "--data", str(store_data), "--store", str(root),
-                 *TINY_SETS, *TRAIN_SETS])
-    assert code == 0
-    return root
-
-
-@pytest.fixture
-def ensemble_store(tmp_path, ensemble_template) -> Path:
-    return Path(shutil.copytree(ensemble_template, tmp_path / "store"))
 
 
 def test_an_ensemble_store_forgets_by_retraining_slices_and_proves_it_exact(
@@ -149,7 +126,9 @@ def test_lora_shards_on_a_frozen_base_are_served_forgotten_and_proved_exact(
     for member in ("shard_0", "shard_1"):
         for folder in (first / member, checkpoint_dir(first / member, 0)):
             meta = read_meta(folder)
-            assert meta["kind"] == "adapter" and meta["base"] == str(base.resolve())
+            # the base by a path from the adapter's own folder: it moves with the store
+            assert meta["kind"] == "adapter" and not Path(meta["base"]).is_absolute()
+            assert adapter_base(folder, meta) == base.resolve()
             assert not (folder / "model.safetensors").exists()  # no copy of the base
     shards = json.loads((store_data / "shards.json").read_text())["user_balanced"]
     gone = "2"
@@ -175,6 +154,7 @@ def test_lora_shards_on_a_frozen_base_are_served_forgotten_and_proved_exact(
 
     # The proof covers the slice checkpoints a later deletion resumes from.
     weights = checkpoint_dir(current / untouched, 0) / "adapter_model.safetensors"
+    as_served = weights.read_bytes()
     tensors = load_file(weights)
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + 1e-3
@@ -183,7 +163,19 @@ def test_lora_shards_on_a_frozen_base_are_served_forgotten_and_proved_exact(
     assert capsys.readouterr().out.startswith(
         f"not exact: {untouched}/slices/slice_0/adapter_model.safetensors: tensor {name} differs")
 
-    # Every member sits on the base: a changed base is a store that takes no request.
+    # A store moved elsewhere serves the same lists from its own base.
+    weights.write_bytes(as_served)  # the slice checkpoint as it was
+    assert main(["recommend", "--store", str(root), "--user", "5", "--json"]) == 0
+    served = capsys.readouterr().out
+    moved = Path(shutil.move(root, tmp_path / "moved"))
+    assert main(["recommend", "--store", str(moved), "--user", "5", "--json"]) == 0
+    assert capsys.readouterr().out == served
+    root, base = moved, moved / "backbone"
+
+    # Every member sits on the base: a changed base is a store that serves nothing and
+    # takes no request.
     (base / "config.json").write_text((base / "config.json").read_text() + " ")
     assert main(["deploy", "status", "--store", str(root)]) == 1
     assert "backbone/ differs from its recorded hashes" in capsys.readouterr().out
+    fails(["recommend", "--store", str(root), "--user", "5"], capsys,
+          "backbone/ differs from its recorded hashes")

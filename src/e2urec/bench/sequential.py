@@ -14,6 +14,7 @@ remaining users' test rows and the ranking task.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,8 +166,8 @@ def _run_scenario(config: SequentialConfig, scenario: Scenario, data_dir: Path,
                 # An ensemble store retrains with the options it was made with.
                 outcome = forget(store, users, method_of(name),
                                  None if store.serves_ensemble else options, f"q{k:02d}",
-                                 config.verification, log=lambda m: None, exact_retry=False,
-                                 cpu=config.cpu)
+                                 dataclasses.replace(config.verification, exact_retry=False),
+                                 log=lambda m: None, cpu=config.cpu)
                 request = store.ledger.request(outcome.request_id)
             seconds[name] = (request["seconds"], request["unlearn_seconds"], outcome.status)
             log(f"[sequential] {scenario.name} request {k}/{len(batches)} {name}: "

@@ -12,7 +12,9 @@ so they load from any working directory.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,21 +74,45 @@ def _point_adapter_at(folder: Path, base: str) -> None:
 
 
 def repoint_adapters(folder: str | Path, old_base: str | Path, new_base: str | Path) -> int:
-    """Make every adapter below ``folder`` that sits on ``old_base`` name ``new_base``.
+    """Make every adapter below ``folder`` that sits on ``old_base`` name ``new_base`` by a
+    path relative to the adapter's own folder.
 
-    For a tree built in a temporary folder whose base moves with it on the final
-    rename (a store's first version): only the recorded path changes, no weight.
+    For a tree whose base moves with it (a store's versions and its ``backbone/``): only
+    the recorded path changes, no weight, and a copied or moved tree keeps its base.
     Returns how many adapters were re-pointed.
     """
-    old, new = str(Path(old_base).resolve()), str(Path(new_base).resolve())
+    old, new = Path(old_base).resolve(), Path(new_base).resolve()
     count = 0
     for meta_file in sorted(Path(folder).rglob(META_FILE)):
         meta = json.loads(meta_file.read_text())
-        if meta.get("kind") == "adapter" and meta.get("base") == old:
-            write_json(meta_file, {**meta, "base": new})
-            _point_adapter_at(meta_file.parent, new)
+        if meta.get("kind") == "adapter" and adapter_base(meta_file.parent, meta) == old:
+            relative = os.path.relpath(new, meta_file.parent.resolve())
+            write_json(meta_file, {**meta, "base": relative})
+            _point_adapter_at(meta_file.parent, relative)
             count += 1
     return count
+
+
+def copy_model_tree(source: str | Path, target: str | Path) -> Path:
+    """Copy a model folder (and what lies below it: slice checkpoints, members); an
+    adapter's base given relative to where it lay is recorded absolute in the copy, so
+    the copy loads from wherever it is put."""
+    source, target = Path(source), Path(target)
+    shutil.copytree(source, target)
+    for meta_file in sorted(target.rglob(META_FILE)):
+        meta = json.loads(meta_file.read_text())
+        if meta.get("kind") == "adapter" and not Path(meta["base"]).is_absolute():
+            base = str(adapter_base(source / meta_file.parent.relative_to(target), meta))
+            write_json(meta_file, {**meta, "base": base})
+            _point_adapter_at(meta_file.parent, base)
+    return target
+
+
+def adapter_base(folder: str | Path, meta: dict[str, Any]) -> Path:
+    """The folder an adapter sits on: its recorded base, a relative one read from the
+    adapter's own folder."""
+    base = Path(meta["base"])
+    return base if base.is_absolute() else (Path(folder) / base).resolve()
 
 
 def save_ensemble(out_dir: str | Path, member_dirs: Sequence[str | Path],
@@ -153,7 +179,7 @@ def check_model_folder(path: str | Path) -> dict[str, Any]:
             _check_weights(path / "aggregator.safetensors")
         return meta
     if meta["kind"] == "adapter":
-        check_model_folder(meta["base"])
+        check_model_folder(adapter_base(path, meta))
         _check_weights(path / "adapter_model.safetensors")
         return meta
     if not (path / "config.json").is_file():
@@ -189,7 +215,7 @@ def load_model(path: str | Path, trainable_adapter: bool = False,
     if meta["kind"] == "ensemble":
         raise CheckpointError(f"{path} is an ensemble; load it with load_scorer")
     if meta["kind"] == "adapter":
-        base = load_model(meta["base"], merged=True)  # an adapter may sit on an adapter
+        base = load_model(adapter_base(path, meta), merged=True)  # may be an adapter too
         model = PeftModel.from_pretrained(base.model, path, is_trainable=trainable_adapter)
         if merged:
             model = model.merge_and_unload()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from e2urec.checkpoints.folders import META_FILE, read_meta
+from e2urec.checkpoints.folders import META_FILE, copy_model_tree, read_meta
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig, to_dict
 from e2urec.deploy.store import Store, StoreError, create_store, delete_inside, read_info
 from e2urec.fileio import atomic_dir, write_json
@@ -102,7 +102,7 @@ def self_contained(ensemble: Path, target: Path) -> Path:
         names = []
         for member in meta["members"]:
             source = Path(member) if Path(member).is_absolute() else ensemble / member
-            shutil.copytree(source, tmp / source.name)
+            copy_model_tree(source, tmp / source.name)
             names.append(source.name)
         if (ensemble / AGGREGATOR_FILE).is_file():
             shutil.copy2(ensemble / AGGREGATOR_FILE, tmp / AGGREGATOR_FILE)

@@ -8,8 +8,8 @@ from typing import Any
 from e2urec.config import to_dict
 
 COLUMNS = ("request", "received", "status", "users", "method", "versions", "seconds",
-           "MIA before>after", "canary lift before>after", "valid AUC before>after", "purged",
-           "checks")
+           "power", "MIA before>after", "canary lift before>after", "valid AUC before>after",
+           "purged", "checks")
 
 
 def format_history(requests: list[dict[str, Any]]) -> str:
@@ -34,10 +34,21 @@ def _row(request: dict[str, Any]) -> tuple[str, ...]:
     versions = f"{request['version_before'] or '-'}>{request['version_after'] or '-'}"
     seconds = f"{request['seconds']:.1f}" if request["seconds"] is not None else "-"
     return (request["id"], request["received"].replace("+00:00", "Z"), request["status"],
-            shown, request["method"] or "-", versions, seconds,
+            shown, request["method"] or "-", versions, seconds, _power(before),
             _pair(before, after, "mia_auc"), _pair(before, after, "canary_lift"),
             _pair(before, after, "valid_auc"), str(len(request["purged"] or [])),
             _checks(request))
+
+
+def _power(before: dict[str, Any]) -> str:
+    """Of the request's users, how many the check told from never-trained users before
+    unlearning ("+together" where the users together were told): an approximate
+    deletion needs that to be shown. "-": not asked (an exact path, or nothing measured)."""
+    seen = before.get("power")
+    if not seen:
+        return "-"
+    told = sum(bool(v) for v in seen["users"].values())
+    return f"{told}/{len(seen['users'])}" + ("+together" if seen["group"] else "")
 
 
 def _checks(request: dict[str, Any]) -> str:
@@ -78,4 +89,14 @@ def format_status(report: dict[str, Any], root: Path) -> str:
                      f"{', '.join(report['leftover_copies'])}")
     if report["leftover_work"]:
         lines.append(f"  scratch of unfinished requests: {', '.join(report['leftover_work'])}")
+    if report.get("stale_scratch"):
+        lines.append(f"  stale scratch (may hold forgotten users' rows or models trained on "
+                     f"them; purged by the next status or request): "
+                     f"{', '.join(report['stale_scratch'])}")
+    if report.get("purged_now"):
+        lines.append(f"  purged now: {', '.join(report['purged_now'])}")
+    if report.get("audit_users") is not None:
+        lines.append(f"  never-trained (audit) users left to verify against: "
+                     f"{report['audit_users']} (an approximate request needs "
+                     f"{report['min_audit_users']}; fewer, and requests take the exact path)")
     return "\n".join(lines)

@@ -211,6 +211,18 @@ class Ledger:
         """Forgotten user id -> the request that forgot them."""
         return dict(self.db.execute("SELECT user_id, request_id FROM forgotten").fetchall())
 
+    def held_forgotten(self, hashes: dict[str, str]) -> tuple[Version, list[str]] | None:
+        """A recorded version whose weights are ``hashes``' and which held users forgotten
+        since, with those users; None when there is none."""
+        weights = sorted(v for k, v in hashes.items() if k.endswith(".safetensors"))
+        forgotten = set(self.forgotten())
+        for version in self.versions():
+            held = sorted(forgotten - set(version.forgotten))
+            if held and weights == sorted(v for k, v in version.model_sha256.items()
+                                          if k.endswith(".safetensors")):
+                return version, held
+        return None
+
     def add_version(self, db: sqlite3.Connection, version: Version) -> None:
         db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, 'retired')",
                    (version.id, version.parent, version.request_id, version.created,

@@ -10,7 +10,7 @@ from e2urec.checkpoints.scorers import load_scorer
 from e2urec.data.catalog import read_catalog
 from e2urec.data.prompts import YES_ANSWER
 from e2urec.data.samples import read_manifest
-from e2urec.deploy.store import Store
+from e2urec.deploy.store import Store, backbone_altered
 from e2urec.evaluation.predict import predict_groups
 from e2urec.fileio import folder_sha256
 
@@ -32,6 +32,8 @@ def recommend(store: Store, user: str, top: int = 10, batch_size: int = 32,
         raise RecommendError(f"version {current.id}'s files differ from their recorded hashes "
                              "(altered or damaged); nothing is served from them (see e2urec "
                              "deploy status)")
+    if altered := backbone_altered(store):
+        raise RecommendError(f"{altered}; nothing is served from it (see e2urec deploy status)")
     catalog = read_catalog(store.data_dir, store_history(store))
     if catalog is None:
         raise RecommendError(f"{store.data_dir} has no movie catalogue (items.jsonl, "

@@ -19,8 +19,8 @@ running the same request again finishes it (see :func:`resume`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_model
-from e2urec.config import ConfigError, from_dict, to_dict
+from e2urec.checkpoints.folders import (
+    META_FILE,
+    load_model,
+    read_meta,
+    repoint_adapters,
+    save_model,
+)
+from e2urec.config import ConfigError, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE
 from e2urec.data.samples import (
     OPTIONAL_SPLITS,
@@ -42,16 +48,17 @@ from e2urec.deploy.ensembles import in_store, self_contained
 from e2urec.deploy.ledger import Version, now
 from e2urec.deploy.store import (
     Store,
+    audit_users,
     check_request_id,
     copy_data,
     data_users,
     delete_inside,
-    leftovers,
+    purge_scratch,
     read_info,
     status,
     without_users,
 )
-from e2urec.deploy.verify import Verification, measure, recorded, verdict
+from e2urec.deploy.verify import Verification, measure, power, recorded, verdict
 from e2urec.fileio import atomic_dir, folder_sha256, write_json
 from e2urec.methods.base import REGISTRY, get_method, parse_options, run_method
 
@@ -73,13 +80,14 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
            options: dict[str, Any] | None = None, request_id: str | None = None,
            verification: Verification | None = None,
            log: Callable[[str], None] = print, requested_by: str | None = None,
-           exact_retry: bool = True, cpu: bool = False) -> Outcome:
+           cpu: bool = False) -> Outcome:
     """Carry out one deletion request (the caller holds the store's lock).
 
     ``method`` defaults to the store's own path: retraining its shards on an ensemble
-    store (exact), E2URec on a store that serves one model. With ``exact_retry``, a
-    request whose approximate method fails verification is carried out again, as a
-    new request in the ledger, by :data:`EXACT_METHOD` (the users are still forgotten).
+    store (exact), E2URec on a store that serves one model. With
+    ``verification.exact_retry``, a request whose approximate method fails (verification,
+    power, or an error of the method) is carried out again, as a new request in the
+    ledger, by :data:`EXACT_METHOD` (the users are still forgotten).
     ``cpu``: train on the CPU even with a GPU.
     """
     if request_id is not None:
@@ -123,12 +131,23 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
     log(f"[forget] request {request_id}: {len(todo)} user(s) recorded as pending")
     if overridden := verification.overridden():
         log(f"[forget] request {request_id}: verification thresholds overridden: {overridden}")
-    outcome = _carry_out(store, ledger.request(request_id), verification, log, cpu)
-    if outcome.status == "failed" and exact_retry and not get_method(method).exact:
-        return _retry_exact(store, outcome, todo, verification, log, requested_by, cpu)
+    return _attempt(store, ledger.request(request_id), verification, log, cpu)
+
+
+def _attempt(store: Store, request: dict[str, Any], verification: Verification,
+             log: Callable[[str], None], cpu: bool) -> Outcome:
+    """Carry out a recorded request and, where its approximate method fails, retry it on
+    the exact path: the same path for a first run and for a rerun after a kill."""
+    outcome = _carry_out(store, request, verification, log, cpu)
+    if (outcome.status == "failed" and verification.exact_retry
+            and not get_method(request["method"]).exact):
+        return _retry_exact(store, outcome, request["users"], verification, log,
+                            request["requested_by"], cpu)
     return outcome
 
 
+# How a failed request's reason names its retry (see _retry_exact).
+RETRIED = re.compile(r"retried on the exact path \(\w+\) as request (\S+)$")
 # A single-model store's exact path: a model trained again on the store's data without
 # the users, with the store's own recipe (an ensemble store's exact path is its method).
 EXACT_METHOD = "retrain"
@@ -218,19 +237,24 @@ def resume(store: Store, request: dict[str, Any], users: Sequence[str],
         return Outcome(rid, "already done", f"request {rid} was carried out on "
                        f"{request['finished']}; nothing to do")
     if request["status"] == "failed":
+        retry = RETRIED.search(request["reason"] or "")
+        if retry and (again := store.ledger.request(retry.group(1))) and \
+                again["status"] in ("pending", "applied"):
+            log(f"[forget] request {rid} failed and was retried as request {again['id']}, "
+                "which is unfinished; finishing it")
+            return resume(store, again, again["users"], log, cpu)
         return Outcome(rid, "already failed", f"request {rid} failed on {request['finished']}: "
                        f"{request['reason']}; send a new request id to try again")
+    if request["status"] == "abandoned":
+        return Outcome(rid, "already abandoned", f"request {rid} was abandoned on "
+                       f"{request['finished']} ({request['reason']}); its users are not "
+                       "forgotten: send a new request id to forget them")
     if request["status"] == "applied":
         log(f"[forget] request {rid}: applied before an interruption; finishing the purge")
         return _purge(store, request, log)
     log(f"[forget] request {rid}: pending after an interruption; starting it again")
     # The thresholds recorded with the request hold, whatever this call was given.
-    # (A request recorded under the earlier thresholds, max_mia_auc and max_canary_lift,
-    # resumes under today's defaults for them.)
-    known = {f.name for f in dataclasses.fields(Verification)}
-    recorded = from_dict(Verification, {k: v for k, v in (request["verification"] or {}).items()
-                                        if k in known}, "verification")
-    return _carry_out(store, request, recorded, log, cpu)
+    return _attempt(store, request, Verification.from_request(request), log, cpu)
 
 
 def _carry_out(store: Store, request: dict[str, Any], verification: Verification,
@@ -247,10 +271,25 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
     if n_rows:
         log(f"[forget] request {rid}: unlearning {n_rows} training rows with "
             f"{request['method']}")
-        record, candidate = _unlearn(store, request, data, work, cpu)
-        after = measure(candidate, data, verification)
-        reason = (no_step(candidate, store.current_dir(), current.id)
-                  or verdict(before, after, verification))
+        exact = get_method(request["method"]).exact
+        try:
+            record, candidate = _unlearn(store, request, data, work, cpu)
+            after = measure(candidate, data, verification)
+        except Exception as err:  # noqa: BLE001 - a method's own error, recorded
+            delete_inside(store.root, work)  # the users' rows go; the request stays
+            if exact:
+                raise RequestError(
+                    f"request {rid} stopped: {type(err).__name__}: {err}; it stays pending "
+                    f"and work/{rid} was deleted. Rerun it: e2urec forget --store "
+                    f"{store.root} --request-id {rid} --users {' '.join(users)} (or give it "
+                    f"up: e2urec deploy abandon --store {store.root} --request-id "
+                    f"{rid})") from err
+            after, reason = {}, f"the method stopped: {type(err).__name__}: {err}"
+        else:
+            reason = (no_step(candidate, store.current_dir(), current.id)
+                      or verdict(before, after, verification, exact))
+        if verification.power and not exact and before:
+            before["power"] = power(before, verification)
         if reason:
             delete_inside(store.root, work)
             with ledger.transaction() as db:
@@ -265,6 +304,9 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
         target = store.version_dir(new_id)
         delete_inside(store.root, target)  # an earlier attempt's unrecorded copy
         candidate.rename(target)
+        # LoRA members name the store's base by a path from where they now lie, so the
+        # store can be moved or copied whole.
+        repoint_adapters(target, store.backbone.name, store.backbone.name)
         hashes = folder_sha256(target)
         unlearn_seconds = record["unlearn_seconds"]
     else:  # no training rows (e.g. a holdout user): no model trained on them; purge only
@@ -321,12 +363,9 @@ def no_step(candidate: Path, current: Path, current_id: str) -> str | None:
 
 
 def _remove_leftovers(store: Store, request: dict[str, Any]) -> list[str]:
-    """Delete what interrupted writes left (they may hold forgotten rows); what went."""
-    gone = []
-    for path in leftovers(store.root):
-        delete_inside(store.root, path)
-        gone.append(f"{path.relative_to(store.root)} (left by an interrupted write)")
-    return (request["purged"] or []) + gone
+    """Delete what interrupted writes, rebuilds and requests left (they may hold forgotten
+    rows or models trained on them); what went."""
+    return (request["purged"] or []) + purge_scratch(store, keep=request["id"])
 
 
 def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) -> Outcome:
@@ -355,6 +394,11 @@ def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) ->
                               seconds=(request["seconds"] or 0.0)
                               + time.perf_counter() - began)
     log(f"[forget] request {rid}: done; purged {len(purged)} item(s)")
+    left, needed = len(audit_users(store.data_dir)), Verification.from_request(request)
+    if left < 2 * needed.min_audit_users:
+        log(f"[forget] {left} never-trained (audit) user(s) left to verify against; under "
+            f"{needed.min_audit_users}, an approximate request cannot be verified and "
+            "takes the exact path")
     for place in outside:
         log(f"[forget] outside the store, not deleted by it: {place}")
     return Outcome(rid, "done", f"request {rid} done: version {current} is current"

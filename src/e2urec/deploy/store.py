@@ -45,6 +45,8 @@ from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, items_rated_by
 from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
+from e2urec.deploy.verify import Verification
+from e2urec.fileio import LOCK_FILE as LOCK_NAME
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
 from e2urec.training.finetune import initial_backbone
 
@@ -156,6 +158,26 @@ def leftovers(root: Path) -> list[Path]:
                   if LEFTOVER.fullmatch(p.name))
 
 
+def stale_scratch(store: Store, keep: str | None = None) -> list[Path]:
+    """Scratch no unfinished request needs: an interrupted rebuild's shard models, a
+    failed or ended request's folder, an interrupted write's copies. Any of it may hold
+    forgotten users' rows or models trained on them, so it is purged."""
+    wanted = {r["id"] for r in store.ledger.unfinished()} | ({keep} if keep else set())
+    work = store.root / "work"
+    scratch = [p for p in work.iterdir() if p.name not in wanted and p.name != LOCK_NAME] \
+        if work.is_dir() else []
+    return sorted({*scratch, *leftovers(store.root)})
+
+
+def purge_scratch(store: Store, keep: str | None = None) -> list[str]:
+    """Delete :func:`stale_scratch` (the caller holds the store's lock); what went."""
+    gone = []
+    for path in stale_scratch(store, keep):
+        delete_inside(store.root, path)
+        gone.append(f"{path.relative_to(store.root)} (stale scratch)")
+    return gone
+
+
 def open_store(root: str | Path) -> Store:
     """Open a store, with one clear error if the folder is not one (or is newer)."""
     root = Path(root)
@@ -218,6 +240,7 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
     ``data`` its copy of the data.
     """
     read_manifest(data_dir)
+    check_store_path(Path(root))
     check_output(root, STORE_FILE, overwrite, flag="--store")
     old = _old_ledger(Path(root), overwrite)
     forgotten = old.forgotten() if old else {}
@@ -242,8 +265,15 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
                        tmp / BACKBONE_DIR, {"role": "backbone"})
             built = dataclasses.replace(backbone, name=str(tmp / BACKBONE_DIR))
         folder = first_version(tmp / "versions" / first, built, tmp / "data")
-        if lora_shards:  # the adapters' base moves with the store on the rename below
-            repoint_adapters(folder, tmp / BACKBONE_DIR, Path(root).resolve() / BACKBONE_DIR)
+        if old and (held := old.held_forgotten(folder_sha256(folder))):
+            version, users = held
+            old.close()
+            raise StoreError(f"the model given has the weights of version {version.id}, "
+                             f"which held user(s) {users[:10]} forgotten since (request "
+                             f"{forgotten[users[0]]}); {root} is unchanged: deploy a model "
+                             "trained without them")
+        if lora_shards:  # relative: the base moves (or is copied) with the store
+            repoint_adapters(folder, tmp / BACKBONE_DIR, tmp / BACKBONE_DIR)
         write_json(folder / META_FILE, {**read_meta(folder), "role": "deployed",
                                          "version": first})
         ledger = Ledger.create(tmp / LEDGER_FILE)
@@ -264,6 +294,17 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             "backbone_sha256": folder_sha256(tmp / BACKBONE_DIR)
             if (tmp / BACKBONE_DIR).is_dir() else None})
     return open_store(root)
+
+
+def check_store_path(root: Path) -> None:
+    """A store is a folder of its own, replaced by one rename: never a link (the rename
+    would replace the link and leave the store it points to behind), never "." or ".."."""
+    if root.is_symlink():
+        raise StoreError(f"--store {root} is a symbolic link (to {os.readlink(root)}); give "
+                         "the store's own folder")
+    if root.name in ("", ".", "..") or root.resolve() == Path(root.resolve().anchor):
+        raise StoreError(f"--store {root} does not name a folder of its own; name the store's "
+                         "folder (e.g. stores/demo)")
 
 
 def _old_ledger(root: Path, overwrite: bool) -> Ledger | None:
@@ -365,6 +406,25 @@ def data_users(data_dir: Path) -> set[str]:
     return users
 
 
+def backbone_altered(store: Store) -> str | None:
+    """Why ``backbone/`` cannot be trusted (its files differ from the recorded hashes)."""
+    recorded = read_info(store.root).get("backbone_sha256")
+    if recorded and folder_sha256(store.root / BACKBONE_DIR) != recorded:
+        return (f"{BACKBONE_DIR}/ differs from its recorded hashes (altered or damaged): "
+                "every version's start, or its LoRA shards' base, is it")
+    return None
+
+
+def audit_users(data_dir: Path) -> list[str]:
+    """The never-trained users the store verifies against."""
+    return list((read_manifest(data_dir).get("holdout_user_ids") or {}).get("audit", []))
+
+
+def min_audit_users() -> int:
+    """How many audit users a default verification needs."""
+    return Verification().min_audit_users
+
+
 def status(store: Store) -> dict[str, Any]:
     """Whether the store is consistent, and what is unfinished.
 
@@ -382,10 +442,8 @@ def status(store: Store) -> dict[str, Any]:
     elif folder_sha256(folder) != current.model_sha256:
         problems.append(f"current version {current.id}: files differ from their recorded "
                         "hashes (altered or damaged)")
-    recorded = read_info(store.root).get("backbone_sha256")
-    if recorded and folder_sha256(store.root / BACKBONE_DIR) != recorded:
-        problems.append(f"{BACKBONE_DIR}/ differs from its recorded hashes (altered or "
-                        "damaged): every version's start, or its LoRA shards' base, is it")
+    if altered := backbone_altered(store):
+        problems.append(altered)
     if links := links_in(store.root):
         problems.append(f"the store holds symbolic links ({', '.join(links[:5])}); it never "
                         "makes one and never deletes through one: remove them")
@@ -399,9 +457,14 @@ def status(store: Store) -> dict[str, Any]:
     on_disk = {p.name for p in versions.iterdir() if not p.name.startswith(".")} \
         if versions.is_dir() else set()
     copies = [str(p.relative_to(store.root)) for p in leftovers(store.root)]
+    stale = [str(p.relative_to(store.root)) for p in stale_scratch(store)
+             if str(p.relative_to(store.root)) not in copies]
     return {
-        "consistent": not problems and not copies, "problems": problems,
+        "consistent": not problems and not copies and not stale, "problems": problems,
+        "stale_scratch": stale,
         "current": current.id, "versions": len(known),
+        "audit_users": len(audit_users(store.data_dir)),
+        "min_audit_users": min_audit_users(),
         "forgotten_users": len(ledger.forgotten()),
         "unfinished": [{"id": r["id"], "status": r["status"], "users": r["users"]}
                        for r in unfinished],

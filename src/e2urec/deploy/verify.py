@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import norm
 
 from e2urec.checkpoints.scorers import load_scorer
-from e2urec.config import option
+from e2urec.config import ConfigError, from_dict, option
 from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.evaluation.audit import membership_auc
 from e2urec.evaluation.metrics import utility
@@ -79,11 +79,33 @@ class Verification:
     decoys: int = option(8, help="made-up triggers, never planted, asked on a canary user's "
                          "prompts for the canary test's never-trained answer")
     seed: int = option(0, help="seed of the subsets and draws")
+    power: bool = option(True, help="an approximate deletion must be shown: the check must "
+                         "tell the users from never-trained users on the version before the "
+                         "request (else the exact path carries it out); off only in studies "
+                         "that measure")
+    exact_retry: bool = option(True, help="a request an approximate method fails (or cannot "
+                               "be shown to forget) is carried out again on the exact path, "
+                               "as a second request in the ledger")
+
+    def __post_init__(self) -> None:
+        if self.min_audit_users == 1 or self.min_audit_users < 0:
+            raise ConfigError(f"min_audit_users {self.min_audit_users}: a never-trained noise "
+                              "band needs at least 2 audit users; use 2 or more (0 only in a "
+                              "study that measures)")
 
     @classmethod
     def measure_only(cls) -> Verification:
         """Thresholds that refuse nothing measurable (a study that only measures)."""
-        return cls(mia_margin=1.0, canary_margin=2.0, max_valid_auc_drop=1.0, min_audit_users=0)
+        return cls(mia_margin=1.0, canary_margin=2.0, max_valid_auc_drop=1.0, min_audit_users=0,
+                   power=False, exact_retry=False)
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> Verification:
+        """The thresholds recorded with a request (a request recorded under earlier
+        thresholds, e.g. max_mia_auc, gets today's defaults for them)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return from_dict(cls, {k: v for k, v in (request["verification"] or {}).items()
+                               if k in known}, "verification")
 
     def overridden(self) -> dict[str, Any]:
         """The thresholds that differ from the defaults."""
@@ -181,47 +203,117 @@ def recorded(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not k.startswith("_")}
 
 
-def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verification
-            ) -> str | None:
-    """Why the candidate fails verification, or None when it passes."""
+def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verification,
+            exact: bool = False) -> str | None:
+    """Why the candidate fails verification, or None when it passes.
+
+    An approximate method (``exact`` False) must also have power: the check has to
+    tell the request's users from never-trained users on the version before (each user,
+    or the users together), and the candidate must have moved each measure that did
+    toward them. An exact method's candidate never saw the users: too few audit users
+    left does not stop it, and power is not asked of it.
+    """
     if after["audit_users"] < verification.min_audit_users:
-        return (f"too few held-out users left to verify: {after['audit_users']} audit "
-                f"user(s), at least {verification.min_audit_users} needed; prepare the data "
-                "with a larger --holdout-fraction (or --min-holdout-users), train the "
-                "Original on it and `e2urec deploy init --overwrite` the store (its "
+        if exact:
+            return _utility(before, after, verification)
+        return (f"too few held-out users left to verify an approximate deletion: "
+                f"{after['audit_users']} audit user(s), at least "
+                f"{verification.min_audit_users} needed (the exact path needs none; to "
+                "verify again, prepare the data with a larger --holdout-fraction, train "
+                "the Original on it and `e2urec deploy init --overwrite` the store: its "
                 "forgotten users are carried forward)")
-    reasons = []
-    if not np.isfinite(after["valid_auc"]) or not np.isfinite(before["valid_auc"]):
-        reasons.append("valid AUC cannot be measured (the valid rows hold one class)")
-    else:
-        drop = before["valid_auc"] - after["valid_auc"]
-        se = paired_auc_se(before["_valid"], after["_valid"], verification.seed)
-        # One-sided: the drop must exceed the allowance by more than its own noise.
-        if drop - float(norm.ppf(1 - verification.alpha)) * se > \
-                verification.max_valid_auc_drop:
-            reasons.append(f"valid AUC fell {drop:.3f} (+- {se:.3f}) > "
-                           f"{verification.max_valid_auc_drop}")
-    users = after["users"]
-    z = float(norm.ppf(1 - verification.alpha / (2 * max(1, len(users)))))
-    for user, m in users.items():
-        if "mia_auc" in m:
-            width = z * m["null_sd"] + verification.mia_margin
-            gap = m["mia_auc"] - m["null_mean"]
+    reasons = [r for r in (_utility(before, after, verification),) if r]
+    z = _z(after, verification)
+    for user, m in after["users"].items():
+        for name, (gap, width) in user_tests(m, z, verification).items():
             if abs(gap) > width:
-                way = "remembered" if gap > 0 else "forgotten past never-trained users"
-                reasons.append(f"user {user}: membership AUC {m['mia_auc']:.3f} against "
-                               f"never-trained users' {m['null_mean']:.3f} +- {width:.3f} "
-                               f"({way})")
-        if "canary_lift" in m:
-            se = np.sqrt(max(m["canary_var"], COIN_VARIANCE) / m["canary_rows"]
-                         + m["null_var"] / max(1, m["null_rows"]))
-            width = z * se + verification.canary_margin
-            gap = m["canary_lift"] - m["null_lift"]
-            if abs(gap) > width:
-                way = "still answered" if gap > 0 else "answered against, past an unseen trigger"
-                reasons.append(f"user {user}: their canary trigger lifts the planted answer "
-                               f"by {m['canary_lift']:.3f} against {m['null_lift']:.3f} for "
-                               f"decoy triggers, +- {width:.3f} ({way})")
+                reasons.append(_user_reason(user, name, m, gap, width))
     if "group" in after and not after["group"]["pass"]:
-        reasons.append(f"the {len(users)} users together: {group_summary(after['group'])}")
+        reasons.append(f"the {len(after['users'])} users together: "
+                       f"{group_summary(after['group'])}")
+    if verification.power and not exact:
+        reasons += _without_power(before, after, verification)
     return "; ".join(reasons) or None
+
+
+def _z(measured: dict[str, Any], verification: Verification) -> float:
+    """Each user is tested at alpha / users, two-sided."""
+    return float(norm.ppf(1 - verification.alpha / (2 * max(1, len(measured.get("users", {}))))))
+
+
+def user_tests(m: dict[str, Any], z: float, verification: Verification
+               ) -> dict[str, tuple[float, float]]:
+    """One user's tests: per measure, the gap to never-trained users and the width allowed."""
+    out = {}
+    if "mia_auc" in m:
+        out["membership"] = (m["mia_auc"] - m["null_mean"],
+                             z * m["null_sd"] + verification.mia_margin)
+    if "canary_lift" in m:
+        se = np.sqrt(max(m["canary_var"], COIN_VARIANCE) / m["canary_rows"]
+                     + m["null_var"] / max(1, m["null_rows"]))
+        out["canary"] = (m["canary_lift"] - m["null_lift"], z * se + verification.canary_margin)
+    return out
+
+
+def _user_reason(user: str, name: str, m: dict[str, Any], gap: float, width: float) -> str:
+    if name == "membership":
+        way = "remembered" if gap > 0 else "forgotten past never-trained users"
+        return (f"user {user}: membership AUC {m['mia_auc']:.3f} against never-trained "
+                f"users' {m['null_mean']:.3f} +- {width:.3f} ({way})")
+    way = "still answered" if gap > 0 else "answered against, past an unseen trigger"
+    return (f"user {user}: their canary trigger lifts the planted answer by "
+            f"{m['canary_lift']:.3f} against {m['null_lift']:.3f} for decoy triggers, "
+            f"+- {width:.3f} ({way})")
+
+
+def _utility(before: dict[str, Any], after: dict[str, Any], verification: Verification
+             ) -> str | None:
+    if not np.isfinite(after["valid_auc"]) or not np.isfinite(before["valid_auc"]):
+        return "valid AUC cannot be measured (the valid rows hold one class)"
+    drop = before["valid_auc"] - after["valid_auc"]
+    se = paired_auc_se(before["_valid"], after["_valid"], verification.seed)
+    # One-sided: the drop must exceed the allowance by more than its own noise.
+    if drop - float(norm.ppf(1 - verification.alpha)) * se > verification.max_valid_auc_drop:
+        return f"valid AUC fell {drop:.3f} (+- {se:.3f}) > {verification.max_valid_auc_drop}"
+    return None
+
+
+def power(before: dict[str, Any], verification: Verification) -> dict[str, Any]:
+    """What the check can see on the version before the request: per user, the measures
+    that tell them from never-trained users (remembered); and those of the users together.
+    A user with none, in a request whose users together show none, has no power."""
+    z = _z(before, verification)
+    users = {user: [name for name, (gap, width) in user_tests(m, z, verification).items()
+                    if gap > width]
+             for user, m in before.get("users", {}).items()}
+    group = [name for name, m in (before.get("group") or {}).get("measures", {}).items()
+             if m["fails"] == "remembered"]
+    return {"users": users, "group": group,
+            "powered": bool(group) or (bool(users) and all(users.values()))}
+
+
+def _without_power(before: dict[str, Any], after: dict[str, Any],
+                   verification: Verification) -> list[str]:
+    """Why an approximate deletion cannot be shown: no power, or no move where there was."""
+    seen = power(before, verification)
+    if not seen["powered"]:
+        blind = sorted(u for u, names in seen["users"].items() if not names)
+        return [f"no power: before unlearning, the check could not tell user(s) "
+                f"{blind[:10]} from never-trained users (nor the users together), so no "
+                "approximate method can be shown to forget them"]
+    reasons = []
+    for user, names in seen["users"].items():
+        for name in names:
+            key = "mia_auc" if name == "membership" else "canary_lift"
+            if after["users"].get(user, {}).get(key, np.inf) >= before["users"][user][key]:
+                reasons.append(f"user {user}: the {name} measure did not move toward "
+                               f"never-trained users ({before['users'][user][key]:.3f} before, "
+                               f"{after['users'].get(user, {}).get(key, float('nan')):.3f} "
+                               "after)")
+    for name in seen["group"]:
+        was, now_ = before["group"]["measures"][name]["value"], \
+            (after.get("group") or {}).get("measures", {}).get(name, {}).get("value", np.inf)
+        if now_ >= was:
+            reasons.append(f"the users together: the {name} measure did not move toward "
+                           f"never-trained users ({was:+.3f} before, {now_:+.3f} after)")
+    return reasons

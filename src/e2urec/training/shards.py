@@ -201,11 +201,28 @@ def initial_ensemble(trainer: ShardTrainer, scheme: str, folder: Path) -> list[P
     parts = split_by_shard(read_split(trainer.data_dir, "train"), k, assign)
     members = []
     for index, rows in enumerate(parts):
-        member = folder / f"shard_{index}"
+        if not rows:  # every user it held was forgotten: no member, as after the request
+            continue
+        member = folder / member_name(index)
         if not (member / META_FILE).is_file():
             trainer.fit(index, rows, member)
         members.append(member)
+    if not members:
+        raise ValueError("no shard holds a training row: nothing to train")
     return members
+
+
+def member_name(index: int) -> str:
+    """A member's folder name: it keeps its shard's index when other shards are dropped."""
+    return f"shard_{index}"
+
+
+def shard_index(member: Path) -> int:
+    """The shard a member folder (named by :func:`member_name`) was trained on."""
+    prefix, _, index = Path(member).name.rpartition("_")
+    if prefix != "shard" or not index.isdigit():
+        raise ValueError(f"{member}: not a shard member folder (shard_<index>)")
+    return int(index)
 
 
 def save_initial_ensemble(trainer: ShardTrainer, scheme: str, folder: Path,
@@ -231,27 +248,28 @@ def retrain_affected(trainer: ShardTrainer, scheme: str, initial: list[Path],
     shard indices and the number of parameters trained.
     """
     k, assign = shard_assignment(trainer.data_dir, scheme)
-    if len(initial) != k:
-        raise ValueError(f"the initial ensemble has {len(initial)} shards, the data {k}")
+    members: dict[int, Path | None] = {shard_index(m): m for m in initial}
+    if max(members) >= k:
+        raise ValueError(f"the initial ensemble has a member of shard {max(members)}, the "
+                         f"data {k} shards")
     train_parts = split_by_shard(read_split(trainer.data_dir, "train"), k, assign)
     retain_parts = split_by_shard(read_split(trainer.data_dir, "retain"), k, assign)
     forgotten = {row["user_id"] for row in read_split(trainer.data_dir, "forget")}
     retrained = affected_shards(trainer.data_dir, scheme)
-    members: list[Path | None] = list(initial)
     trained = 0
     for index in retrained:
         if not retain_parts[index]:
             members[index] = None
             continue
-        member = out_dir / f"shard_{index}"
+        member = out_dir / member_name(index)
         if trainer.bounds(index):
             first = first_slice_of(forgotten, train_parts[index], trainer.bounds(index)) or 0
-            record = trainer.refit(index, retain_parts[index], member, initial[index], first)
+            record = trainer.refit(index, retain_parts[index], member, members[index], first)
         else:
             record = trainer.fit(index, retain_parts[index], member)
         trained += record["trainable_params"]
         members[index] = member
-    kept = [m for m in members if m is not None]
+    kept = [m for _, m in sorted(members.items()) if m is not None]
     if not kept:
         raise ValueError("every shard lost all its samples: nothing is left to predict with")
     return kept, retrained, trained

@@ -19,10 +19,11 @@ later without them; the checkpoints before j never saw them and are copied as th
 from __future__ import annotations
 
 import bisect
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from e2urec.checkpoints.folders import copy_model_tree
 
 SLICES_DIR = "slices"
 HOUR = 3600
@@ -89,4 +90,4 @@ def checkpoint_dir(member: Path, index: int) -> Path:
 def copy_checkpoints(member: Path, target: Path, count: int) -> None:
     """Copy a member's first ``count`` slice checkpoints into ``target`` (a new member)."""
     for index in range(count):
-        shutil.copytree(checkpoint_dir(member, index), checkpoint_dir(target, index))
+        copy_model_tree(checkpoint_dir(member, index), checkpoint_dir(target, index))
