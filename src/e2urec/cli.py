@@ -122,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "rated in the training rows (the baseline to beat)")
     _add_output(evaluate, "results JSON file")
 
+    audit = sub.add_parser("audit", help="flag forgotten users one by one: a likelihood-ratio "
+                           "test against reference models of the auditor's own")
+    audit.add_argument("--data", required=True)
+    audit.add_argument("--model", required=True, help="a model, adapter or ensemble folder")
+    audit.add_argument("--references", help="the auditor's reference models; trained here "
+                       "(the Original's recipe: --config, --set) when the folder holds none "
+                       "(default: <data>-references)")
+    audit.add_argument("--count", type=int, default=4, help="references to train (even, at "
+                       "least 4; each user is in half of them)")
+    audit.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate per user "
+                       "(two-sided)")
+    audit.add_argument("--model-name", dest="backbone", metavar="BACKBONE",
+                       help="the references' backbone (backbone.name; default tiny-llama)")
+    audit.add_argument("--config", help="YAML with backbone:/train: sections (or a study file)")
+    audit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    audit.add_argument("--cpu", action="store_true", help="train and score on the CPU")
+    audit.add_argument("--json", action="store_true", help="print JSON")
+    audit.set_defaults(seed=None, epochs=None, lr=None, batch_size=None, lora=False)
+
     bench = sub.add_parser("bench", help="the whole comparison from one YAML study")
     bench.add_argument("--config", required=True)
     bench.add_argument("--out", required=True)
@@ -559,9 +578,33 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from e2urec.checkpoints.folders import check_model_folder
+    from e2urec.data.samples import read_manifest
+    from e2urec.evaluation.lira import audit_model, format_audit
+    from e2urec.training.references import REFERENCES_FILE, check_count, train_references
+
+    read_manifest(args.data)
+    check_count(args.count)
+    check_model_folder(args.model)
+    references = Path(args.references or f"{Path(args.data).resolve()}-references")
+    if not (references / REFERENCES_FILE).is_file():
+        # the references' recipe: run_configs reads the backbone from `model`
+        backbone, train, _ = run_configs(argparse.Namespace(**{**vars(args),
+                                                              "model": args.backbone}))
+        _log(f"[audit] training {args.count} reference models into {references}")
+        record = train_references(args.data, backbone, train, references, args.count,
+                                  cpu=args.cpu)
+        _log(f"[audit] references trained in {record['seconds']:.0f}s")
+    report = audit_model(args.model, args.data, references, args.alpha)
+    print(json_text(report) if args.json else format_audit(report))
+    return 0
+
+
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
             "unlearn": cmd_unlearn, "bench": cmd_bench, "deploy": cmd_deploy,
-            "forget": cmd_forget, "recommend": cmd_recommend, "sequential": cmd_sequential}
+            "forget": cmd_forget, "recommend": cmd_recommend, "sequential": cmd_sequential,
+            "audit": cmd_audit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,34 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from e2urec.config import PrepareConfig, to_dict
-from e2urec.data.movielens import read_movielens
-from e2urec.data.protocol import prepare, write_prepared
+from e2urec.config import to_dict
 from e2urec.deploy.store import init_store
-from e2urec.training.finetune import train_split
-from tests.helpers import PILOTS, TINY, quick_train, tiny_backbone, write_ml100k
+from tests.helpers import TINY, quick_train, tiny_backbone
 
 STORE_TRAIN = quick_train()  # the Original's recipe, and the store's for method retrain
-
-
-@pytest.fixture(scope="session")
-def store_data(tmp_path_factory) -> Path:
-    """Prepared data with enough never-trained users to verify against (6 audit users)
-    and users of varied taste, as a store holds."""
-    raw = write_ml100k(tmp_path_factory.mktemp("store-raw") / "ml-100k", n_users=24,
-                       per_user=24)
-    config = PrepareConfig(protocol="paper", window=None, forget_users=PILOTS, shards=2, seed=1,
-                           holdout_fraction=0.4, canaries=2, min_canary_users=2,
-                           min_canary_rows=1)
-    out = tmp_path_factory.mktemp("store-data") / "data"
-    return write_prepared(prepare(read_movielens(raw), config), out)
-
-
-@pytest.fixture(scope="module")
-def served_model(tmp_path_factory, store_data) -> Path:
-    out = tmp_path_factory.mktemp("served") / "original"
-    train_split(store_data, "train", tiny_backbone(), STORE_TRAIN, out)
-    return out
 
 
 @pytest.fixture(scope="module")

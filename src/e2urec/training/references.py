@@ -1,0 +1,99 @@
+"""The auditor's reference models: the Original's recipe on seeded halves of the users.
+
+Each user (training users, and the never-trained probe and audit users alike) is
+drawn into exactly half of the references. A reference trains on the training rows
+of the users drawn into it, so every training user is in some references and out of
+the others. Probe and audit users are drawn too but never trained on by anyone:
+their draw only says which references play "out" for them, so that a never-trained
+user is scored against as many out-references as a forgotten user is, and the audit
+users calibrate the test exactly (evaluation/lira.py).
+
+No method ever reads these models: an auditor whose references a method learnt from
+would pass that method by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e2urec.checkpoints.folders import repoint_adapters
+from e2urec.config import BackboneConfig, ConfigError, TrainConfig
+from e2urec.data.samples import read_manifest, read_split
+from e2urec.fileio import atomic_dir, write_json
+from e2urec.training.finetune import finetune_and_save, initial_backbone, lora_base_dir, save_base
+from e2urec.training.loop import make_accelerator
+
+REFERENCES_FILE = "references.json"
+MIN_REFERENCES = 4
+
+
+def assign_users(users: Sequence[str], count: int, seed: int) -> dict[str, list[int]]:
+    """Each user in exactly ``count // 2`` of ``count`` references (a seeded draw each)."""
+    check_count(count)
+    rng = np.random.default_rng(seed)
+    return {u: sorted(int(k) for k in rng.choice(count, size=count // 2, replace=False))
+            for u in sorted(set(users))}
+
+
+def check_count(count: int) -> None:
+    if count < MIN_REFERENCES or count % 2:
+        raise ConfigError(f"references {count}: use an even number, at least {MIN_REFERENCES} "
+                          "(each user is in half of them and out of the other half)")
+
+
+def data_users(data_dir: Path) -> list[str]:
+    """Every user the references are drawn for: training users and held-out users."""
+    users = {r["user_id"] for r in read_split(data_dir, "train")}
+    for group in (read_manifest(data_dir).get("holdout_user_ids") or {}).values():
+        users.update(group)
+    return sorted(users)
+
+
+def train_references(data_dir: str | Path, backbone: BackboneConfig, train: TrainConfig,
+                     out_dir: str | Path, count: int = MIN_REFERENCES, seed: int = 0,
+                     cpu: bool = False) -> dict[str, Any]:
+    """Train ``count`` references into ``out_dir`` (``ref_<k>`` and ``references.json``),
+    written whole or not at all; returns the record."""
+    data_dir = Path(data_dir)
+    assignment = assign_users(data_users(data_dir), count, seed)
+    rows = read_split(data_dir, "train")
+    accelerator = make_accelerator(cpu=cpu)
+    began = time.perf_counter()
+    with atomic_dir(out_dir) as tmp:
+        seconds = []
+        for k in range(count):
+            held = [r for r in rows if k in assignment[r["user_id"]]]
+            start = initial_backbone(backbone, data_dir, train.seed)
+            base = save_base(start, lora_base_dir(tmp / f"ref_{k}"), accelerator,
+                             "backbone") if train.use_lora else None
+            record = finetune_and_save(data_dir, held, backbone, train, tmp / f"ref_{k}",
+                                       accelerator, start, base, meta={"role": "reference"},
+                                       desc=f"reference {k + 1}/{count}")
+            seconds.append(record["history"]["seconds"])
+            if base:  # by a relative path: the folder is renamed into place below
+                repoint_adapters(tmp / f"ref_{k}", base, base)
+        record = {"count": count, "seed": seed, "assignment": assignment,
+                  "train_seconds": seconds, "seconds": time.perf_counter() - began,
+                  "data": str(data_dir.resolve()),
+                  "manifest_config": read_manifest(data_dir).get("config")}
+        write_json(tmp / REFERENCES_FILE, record)
+    return record
+
+
+def read_references(folder: str | Path) -> dict[str, Any]:
+    """A references folder's record, with one clear error when it is not one."""
+    path = Path(folder) / REFERENCES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no reference models (no {REFERENCES_FILE}); "
+                                "train them with `e2urec audit --references DIR`")
+    record = json.loads(path.read_text())
+    missing = [k for k in range(record["count"]) if not (Path(folder) / f"ref_{k}").is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: reference(s) {missing} missing; train them again")
+    return record
