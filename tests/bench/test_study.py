@@ -63,6 +63,9 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
             # the canary's brackets are the never-trained band, which holds 0
             assert row["canary_gap_low"] <= 0.0 <= row["canary_gap_high"]
             assert 0.0 < row["canary_gap_p"] <= 1.0
+            # the auditor's references: the per-user test on every model
+            assert 0.0 <= row["flagged"] <= 1.0 and 0.0 <= row["false_alarms"] <= 1.0
+            assert 0.0 <= row["flagged_5"] <= 1.0
         assert rows["retrain"]["dist_forget_auc"] == 0.0
         assert rows["retrain-2"]["dist_forget_auc"] == pytest.approx(
             abs(rows["retrain-2"]["forget_auc"] - rows["retrain"]["forget_auc"]))
@@ -83,6 +86,8 @@ def test_smoke_study_writes_every_result_and_resumes(tmp_path, real_ml100k):
         assert (out / name).stat().st_size > 0
     # The shards teacher's user-sharded ensemble is one stage a seed, trained once.
     assert len(list((out / "stages").glob("user-shards-*"))) == 2
+    # The auditor's references likewise: trained once a seed, into a stage of their own.
+    assert len(list((out / "stages").glob("references-*/references/references.json"))) == 2
     table = (out / "results.md").read_text()
     assert "| e2urec |" in table and " ± " in table and "seeds [7, 8]" in table
     assert "| popularity | - |" in table and "popularity (" not in table  # not a method

@@ -97,3 +97,20 @@ def test_closure_intervals_hold_one_for_retrain_and_zero_for_the_original(tmp_pa
         assert low <= 1.0 <= high, figure
     low, high = closure_intervals(original, retrain, model(1.5), draws=200)["forget_auc"]
     assert low <= 0.0 <= high and high < 0.5
+
+
+def test_with_references_the_membership_measure_is_the_per_user_tests():
+    forget, audit = scored_group(96, 6, 0.0, seed=2), scored_group(60, 6, 0.0, seed=1)
+    rng = np.random.default_rng(4)
+    never = {f"a{i}": float(v) for i, v in enumerate(rng.normal(0.3, 1.0, 60))}
+    held = {f"f{i}": float(v) for i, v in enumerate(rng.normal(1.3, 1.0, 96))}
+    alike = {f"f{i}": float(v) for i, v in enumerate(rng.normal(0.3, 1.0, 96))}
+    remembered = verdict(forget, audit, lira=(held, never))
+    assert remembered["membership_test"] == "reference models (LiRA)"
+    m = remembered["measures"]["membership"]
+    assert m["fails"] == "remembered" and m["low"] > 0.5
+    assert m["value"] == pytest.approx(1.0, abs=0.35)
+    passed = verdict(forget, audit, lira=(alike, never))
+    assert passed["pass"] and passed["measures"]["membership"]["low"] < 0 < \
+        passed["measures"]["membership"]["high"]
+    assert verdict(forget, audit)["membership_test"] == "loss threshold"

@@ -38,10 +38,11 @@ from e2urec.config import (
     to_dict,
 )
 from e2urec.data.protocol import prepare_dataset, write_prepared
-from e2urec.data.samples import read_split, unplanted
+from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.data.sources import RawSource, find_raw
 from e2urec.evaluation.audit import forget_quality
 from e2urec.evaluation.evaluate import BENCH_SPLITS, evaluate
+from e2urec.evaluation.lira import ReferenceLevels, reference_levels
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import popularity
 from e2urec.evaluation.verdict import CANARY_TEST, ModelScores, VerdictOptions, closure_intervals
@@ -72,6 +73,10 @@ class StudyConfig:
     ranking_positives: int = option(100, help="liked test samples ranked against 99 "
                                     "unrated movies for HR@10 / NDCG@10 (0: none)")
     cpu: bool = option(False, help="train and score on the CPU even with a GPU")
+    references: int = option(4, help="the auditor's reference models a seed (the Original's "
+                             "recipe on seeded halves of the users; even, at least 4; 0: "
+                             "none, and the verdict's membership measure is the loss "
+                             "threshold attack's); no method reads them")
     seeds: list[int] | None = option(None, help="run every stage once per seed (data, "
                                      "training and method seeds); the table shows mean ± std")
     threads: int | None = option(None, help="torch CPU threads (None: the cores not busy)")
@@ -215,17 +220,24 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
                 study, data_dir, original_dir / "model", n, o or {}, f))
         models[name] = (folder / "model", record)
 
+    references = None
+    if study.references:  # the auditor's own: trained once a seed, never read by a method
+        references, _ = stages.run("references", {**base_key, "count": study.references},
+                                   lambda f: train_references_stage(study, data_dir, f))
     reference = models["retrain"][0]
     reference_preds: list[Predictions] = []  # the reference's forget logits, made once
+    levels: list[tuple[ReferenceLevels, ReferenceLevels]] = []  # made once, if any
     rows = []
     for name, (model_dir, record) in models.items():
         key = {"model": str(model_dir.relative_to(home)),
                "reference": str(reference.relative_to(home)), "batch": study.eval_batch_size,
                "max_samples": study.eval_max_samples, "ranking": study.ranking_positives,
-               "verdict": {**to_dict(VerdictOptions()), "canary_test": CANARY_TEST}}
+               "verdict": {**to_dict(VerdictOptions()), "canary_test": CANARY_TEST},
+               "references": references.name if references else None}
         _, metrics = stages.run(f"eval-{name.replace('/', '-')}", key,
-                                lambda f, m=model_dir: _evaluate(study, data_dir, m, reference,
-                                                                 reference_preds, f))
+                                lambda f, m=model_dir: _evaluate(
+                                    study, data_dir, m, reference, reference_preds, f,
+                                    references, levels))
         rows.append({**_row(name, metrics, record), "seed": study.data.seed})
     _add_ks(rows)
     add_gap_closed(rows)
@@ -297,17 +309,38 @@ def _unlearn(study: StudyConfig, data_dir: Path, original: Path | None, name: st
     return {**{k: record[k] for k in keep if k in record}, "stage_id": folder.name}
 
 
+def train_references_stage(study: StudyConfig, data_dir: Path, folder: Path
+                           ) -> dict[str, Any]:
+    from e2urec.training.references import train_references
+
+    record = train_references(data_dir, study.backbone, study.train, folder / "references",
+                              study.references, seed=study.data.seed, cpu=study.cpu)
+    return {"train_seconds": record["seconds"], "count": record["count"],
+            "stage_id": folder.name}
+
+
 def _evaluate(study: StudyConfig, data_dir: Path, model_dir: Path, reference_dir: Path,
-              reference_preds: list[Predictions], folder: Path) -> dict[str, Any]:
+              reference_preds: list[Predictions], folder: Path,
+              references: Path | None = None,
+              levels: list[tuple[ReferenceLevels, ReferenceLevels]] | None = None
+              ) -> dict[str, Any]:
     scorer = load_scorer(model_dir)
     device = study_device(study)
     if not reference_preds:
         reference_preds.append(predict(load_scorer(reference_dir), unplanted(read_split(
             data_dir, "forget")), study.eval_batch_size, keep_logits=True, device=device,
             desc="reference"))
+    if references is not None and levels is not None and not levels:
+        # the rows the evaluation's audit reads: unplanted forget rows, the audit subset
+        audit_rows = subsample(read_split(data_dir, "audit"), study.eval_max_samples)
+        levels.append(tuple(reference_levels(references / "references", rows,
+                                             study.eval_batch_size, device)
+                            for rows in (unplanted(read_split(data_dir, "forget")),
+                                         audit_rows)))
     metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
                               splits=BENCH_SPLITS, max_samples=study.eval_max_samples,
-                              device=device, ranking_positives=study.ranking_positives)
+                              device=device, ranking_positives=study.ranking_positives,
+                              references=levels[0] if levels else None)
     metrics["test_p_yes_std"] = float(np.std(preds["test"].p_yes))
     np.save(folder / "forget_p_true.npy", preds["forget"].p_true)
     scores = folder / SCORES_FILE
@@ -341,6 +374,11 @@ def _row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> dict[str
         "canary_base_rate": metrics.get("canary", {}).get("base_rate"),
         "canary_lift": canary_lift(metrics.get("canary")),
         "probe_auc": metrics.get("probe", {}).get("auc"),
+        # the per-user test against the auditor's references: share flagged one by one,
+        # the audit users' false alarms, requests of 5 forgotten users told apart
+        "flagged": metrics.get("lira", {}).get("flagged"),
+        "false_alarms": metrics.get("lira", {}).get("false_alarm_rate"),
+        "flagged_5": metrics.get("lira", {}).get("pooled_5"),
         **verdict_fields(metrics.get("verdict")),
         "_scores_file": metrics.get("scores_file"),
         "test_p_yes_std": metrics["test_p_yes_std"],
@@ -556,7 +594,8 @@ LEGEND = ("Forgetting columns are on the forgotten users' unplanted rows (plante
 COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
            ("forget_auc", "forget AUC"), ("probe_auc", "probe AUC"),
            ("forget_sym_kl", "sym-KL"), ("forget_jsd", "JSD"), ("forget_l2", "L2"),
-           ("mia_auc", "MIA AUC"), ("canary_success", "canary"),
+           ("mia_auc", "MIA AUC"), ("flagged", "flagged users"),
+           ("flagged_5", "flagged 5-user requests"), ("canary_success", "canary"),
            ("gap_closed_forget_auc", "closed AUC"), ("gap_closed_mia_auc", "closed MIA"),
            ("gap_closed_canary", "closed canary"),
            ("dist_forget_auc", "|Δ| forget AUC"), ("dist_mia_auc", "|Δ| MIA"),
@@ -564,9 +603,11 @@ COLUMNS = [("test_auc", "test AUC"), ("hr10", "HR@10"), ("ndcg10", "NDCG@10"),
 VERDICT_LEGEND = (
     "Forgotten means the forgotten users cannot be told from never-trained (audit) users "
     "under the same model: ranking = their AUC minus the audit users' AUC; membership = "
-    "a loss-threshold attack's AUC (binary Yes/No log-loss, forgotten against audit "
-    "users' rows) minus 0.5; canary = the trigger's lift of the planted answer minus "
-    "decoy triggers' lift. Ranking and membership carry a user-level bootstrap interval: "
+    "the per-user likelihood-ratio test against the auditor's reference models: the "
+    "forgotten users' mean score calibrated on the audit users' (0: like them; without "
+    "references, a loss-threshold attack's AUC minus 0.5); canary = the trigger's lift of "
+    "the planted answer minus decoy triggers' lift. Ranking and membership carry a "
+    "user-level bootstrap interval: "
     "wholly above 0 fails (+, remembered), wholly below fails too (-, forgotten past "
     "never-trained users). The canary's brackets are the band a never-trained model's "
     "measure falls in (per-user randomisation: each user's trigger swapped with their "
@@ -653,8 +694,8 @@ def _cell(key: str, value: Any) -> str:
         return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if key == "trainable_share":
-        return f"{100 * value:.2f}%"
+    if key in ("trainable_share", "flagged", "flagged_5"):
+        return f"{100 * value:.0f}%" if key != "trainable_share" else f"{100 * value:.2f}%"
     if key == "unlearn_seconds":
         return f"{value:.1f}"
     if key == "ks_pvalue":

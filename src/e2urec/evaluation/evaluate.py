@@ -11,6 +11,13 @@ import torch
 from e2urec.checkpoints.scorers import Scorer
 from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.evaluation.audit import membership_auc
+from e2urec.evaluation.lira import (
+    ReferenceLevels,
+    per_user_test,
+    pooled_rate,
+    pooled_test,
+    user_scores,
+)
 from e2urec.evaluation.metrics import distribution_distances, utility
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.evaluation.ranking import ranking
@@ -30,7 +37,8 @@ BENCH_SPLITS = (*UTILITY_SPLITS, "probe")  # probe AUC: the stop rule's level
 def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictions | None = None,
              batch_size: int = 64, splits: tuple[str, ...] = UTILITY_SPLITS,
              max_samples: int | None = None, device: torch.device | None = None,
-             ranking_positives: int | None = 100
+             ranking_positives: int | None = 100,
+             references: tuple[ReferenceLevels, ReferenceLevels] | None = None
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Utility on each split; with ``reference``, forget-set distances to it.
 
@@ -39,6 +47,8 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
     ``ranking_positives`` liked test samples against 99 unrated movies (0: none).
     ``reference`` may be the reference's forget-set predictions (with logits),
     computed once for many evaluations.
+    ``references``: the auditor's reference levels on the forget (unplanted) rows and
+    the audit rows (evaluation/lira.py), for the per-user test and the verdict.
     Returns the metrics and the per-split predictions (for the audit).
     """
     results: dict[str, Any] = {}
@@ -62,7 +72,8 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
         if ranked is not None:
             results["ranking"] = ranked
     if "forget" in preds:
-        results.update(audit(scorer, data_dir, preds, batch_size, max_samples, device))
+        results.update(audit(scorer, data_dir, preds, batch_size, max_samples, device,
+                             references))
     if reference is not None:
         ref = reference if isinstance(reference, Predictions) else predict(
             reference, unplanted(read_split(data_dir, "forget")), batch_size, keep_logits=True,
@@ -74,7 +85,8 @@ def evaluate(scorer: Scorer, data_dir: str | Path, reference: Scorer | Predictio
 
 
 def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Any],
-          batch_size: int, max_samples: int | None, device: torch.device | None
+          batch_size: int, max_samples: int | None, device: torch.device | None,
+          references: tuple[ReferenceLevels, ReferenceLevels] | None = None
           ) -> dict[str, Any]:
     """The membership audit against the audit users, the canary audit, and the verdict.
 
@@ -82,7 +94,10 @@ def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Any],
     users' unplanted rows from the audit users' rows (training-period users no
     model was trained on). ``canary``: the share of the canary users' probe
     prompts answered with the planted answer with the trigger (``success``) and
-    without (``base_rate``). ``verdict``: :func:`e2urec.evaluation.verdict.verdict`.
+    without (``base_rate``). ``lira``: with ``references``, the per-user test
+    (evaluation/lira.py): the share of forgotten users flagged one by one, the audit
+    users' false-alarm rate, and how often a request of 5 forgotten users is told
+    apart. ``verdict``: :func:`e2urec.evaluation.verdict.verdict`.
     Adds the audit split's predictions to ``preds``, and the verdict's inputs
     (``scores``, a :class:`~e2urec.evaluation.verdict.ModelScores`).
     """
@@ -104,8 +119,24 @@ def audit(scorer: Scorer, data_dir: str | Path, preds: dict[str, Any],
         scores = ModelScores(GroupScores.of(forget_rows, preds["forget"]),
                              GroupScores.of(audit_rows, outside), list(lifts.values()))
         preds["scores"] = scores  # what a bench saves for the closures' intervals
-        results["verdict"] = verdict(scores.forget, scores.audit, scores.canary, options)
+        lira = None
+        if references:
+            lira = (user_scores(references[0], preds["forget"].loss),
+                    user_scores(references[1], outside.loss))
+            results["lira"] = lira_summary(*lira)
+        results["verdict"] = verdict(scores.forget, scores.audit, scores.canary, options,
+                                     lira)
     return results
+
+
+def lira_summary(forget: dict[str, float], audit: dict[str, float]) -> dict[str, Any]:
+    """What the per-user test sees under one model (5% false alarms, two-sided)."""
+    test = per_user_test(forget, audit)
+    return {"flagged": test["flagged"] / test["forgotten_users"],
+            "remembered": test["remembered"] / test["forgotten_users"],
+            "false_alarm_rate": test["false_alarm_rate"],
+            "pooled_5": pooled_rate(forget, audit, size=5),
+            "pooled": pooled_test(forget, audit)}
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -123,6 +123,27 @@ def pooled_test(forget: dict[str, float], audit: dict[str, float], alpha: float 
             "high": mean + norm.ppf(1 - alpha / 2) * se, "p": p, "fails": way}
 
 
+def pooled_rate(forget: dict[str, float], audit: dict[str, float], size: int = 5,
+                draws: int = 200, alpha: float = 0.05, seed: int = 0) -> float:
+    """How often a request of ``size`` forgotten users (drawn at random) is told from
+    never-trained users by :func:`pooled_test`."""
+    rng = np.random.default_rng(seed)
+    users = sorted(forget)
+    if len(users) < size:
+        return float("nan")
+    told = 0
+    for _ in range(draws):
+        group = rng.choice(users, size=size, replace=False)
+        told += pooled_test({u: forget[u] for u in group}, audit, alpha)["fails"] is not None
+    return told / draws
+
+
+def membership_draw(forget: np.ndarray, audit: np.ndarray) -> float:
+    """The verdict's membership measure with references: the forgotten users' mean score,
+    calibrated on the audit users (0: like never-trained users)."""
+    return float(Calibration.of(audit).standardise(forget).mean())
+
+
 def reference_levels(references_dir: str | Path, rows: Sequence[dict[str, Any]],
                      batch_size: int = 64, device: Any = None) -> ReferenceLevels:
     """Score ``rows`` with every reference; each row's level from those that never held

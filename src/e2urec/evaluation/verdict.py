@@ -6,8 +6,11 @@ trained on). Three measures, each zero for a model that never saw them, all in
 the binary Yes/No space (P(yes) and -log P(true answer) over the pair):
 
 * ``ranking``: the forgotten users' AUC minus the audit users' AUC;
-* ``membership``: the AUC of a loss-threshold attack telling the forgotten
-  users' rows from the audit users' rows, minus 0.5;
+* ``membership``: with the auditor's reference models, the per-user
+  likelihood-ratio test's (evaluation/lira.py): the forgotten users' mean
+  score calibrated on the audit users'; without them, the AUC of a
+  loss-threshold attack telling the forgotten users' rows from the audit
+  users' rows, minus 0.5;
 * ``canary``: how much a canary user's own trigger raises the planted answer
   on their probe prompts, minus what decoy triggers (made-up titles that no
   model ever saw) do on the same prompts.
@@ -42,6 +45,7 @@ from e2urec.data.catalog import read_vocabulary
 from e2urec.data.prompts import YES_ANSWER, canary_triggers
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.evaluation.audit import auc, membership_auc
+from e2urec.evaluation.lira import membership_draw
 from e2urec.evaluation.predict import Predictions, predict
 
 MEASURES = ("ranking", "membership", "canary")
@@ -107,18 +111,32 @@ def resample(users: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
 
 
 def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift] = (),
-            options: VerdictOptions | None = None) -> dict[str, Any]:
+            options: VerdictOptions | None = None,
+            lira: tuple[dict[str, float], dict[str, float]] | None = None) -> dict[str, Any]:
     """Each measure with its interval (the canary's: its never-trained band and p-value)
-    and, where it fails, which way; and the verdict."""
+    and, where it fails, which way; and the verdict.
+
+    With ``lira`` (each forgotten and audit user's score against the auditor's reference
+    models, evaluation/lira.py) the membership measure is the per-user test's: the
+    forgotten users' mean score calibrated on the audit users, bootstrapped over both
+    groups' users. Without it, the loss-threshold attack's AUC minus 0.5.
+    """
     options = options or VerdictOptions()
     forget_users, audit_users = forget.by_user(), audit.by_user()
     every = measures(forget, audit, np.concatenate(forget_users), np.concatenate(audit_users))
     rng = np.random.default_rng(options.seed)
+    if lira:
+        lira_f, lira_a = (np.array(list(scores.values())) for scores in lira)
+        every["membership"] = membership_draw(lira_f, lira_a)
     draws: dict[str, list[float]] = {name: [] for name in every}
     for _ in range(options.draws):
         f, a = resample(forget_users, rng), resample(audit_users, rng)
         for name, value in measures(forget, audit, f, a).items():
             draws[name].append(value)
+        if lira:
+            draws["membership"][-1] = membership_draw(
+                lira_f[rng.integers(len(lira_f), size=len(lira_f))],
+                lira_a[rng.integers(len(lira_a), size=len(lira_a))])
     count = len(every) + bool(canary)
     tail = 100 * options.alpha / (2 * count)
     out: dict[str, Any] = {"measures": {}, "failed": []}
@@ -138,6 +156,7 @@ def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift
     out["pass"] = not out["failed"]
     out["users"] = {"forget": len(forget_users), "audit": len(audit_users),
                     "canary": len(canary)}
+    out["membership_test"] = "reference models (LiRA)" if lira else "loss threshold"
     return out
 
 
