@@ -135,16 +135,25 @@ def test_a_method_error_after_recording_leaves_no_rows_and_the_exact_path_finish
     assert not any((store / "work").iterdir()) if (store / "work").exists() else True
 
 
-def test_a_killed_request_rerun_takes_the_same_path_as_an_uninterrupted_one(store):
+def kill_then_rerun(store: Path, request_id: str, extra: list[str], *lines: str
+                    ) -> tuple[str, str]:
+    """Send a one-user request, kill -9 it once its log has shown ``lines`` (in order),
+    then send the same request id again; the rerun's output and log."""
     first = cli("--threads", "1", "forget", "--store", str(store), "--users", "2",
-                "--request-id", "k1", *TINY_STEP, "--mia-margin", "0.6")
-    wait_for_line(first, "unlearning")
+                "--request-id", request_id, *extra)
+    for line in lines:
+        wait_for_line(first, line)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     rerun = cli("--threads", "1", "forget", "--store", str(store), "--users", "2",
-                "--request-id", "k1")
+                "--request-id", request_id)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
+    return out, err
+
+
+def test_a_killed_request_rerun_takes_the_same_path_as_an_uninterrupted_one(store):
+    out, _ = kill_then_rerun(store, "k1", [*TINY_STEP, "--mia-margin", "0.6"], "unlearning")
     assert "retried on the exact path as request r0002" in out and "r0002: done" in out
     ledger = open_store(store).ledger
     assert ledger.request("k1")["status"] == "failed"
@@ -152,17 +161,9 @@ def test_a_killed_request_rerun_takes_the_same_path_as_an_uninterrupted_one(stor
 
 
 def test_the_callers_id_of_a_retried_request_finishes_the_retry(store):
-    first = cli("--threads", "1", "forget", "--store", str(store), "--users", "2",
-                "--request-id", "mine", "--method", "neggrad", "--option",
-                "schedule.lr=1e-30", "--mia-margin", "0.6")
-    wait_for_line(first, "retrying on the exact path")
-    wait_for_line(first, "unlearning")
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    rerun = cli("--threads", "1", "forget", "--store", str(store), "--users", "2",
-                "--request-id", "mine")
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
+    _, err = kill_then_rerun(store, "mine", ["--method", "neggrad", "--option",
+                                             "schedule.lr=1e-30", "--mia-margin", "0.6"],
+                             "retrying on the exact path", "unlearning")
     assert "retried as request r0002, which is unfinished; finishing it" in err
     assert open_store(store).ledger.forgotten() == {"2": "r0002"}
 
