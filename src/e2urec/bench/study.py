@@ -694,8 +694,10 @@ def _cell(key: str, value: Any) -> str:
         return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if key in ("trainable_share", "flagged", "flagged_5"):
-        return f"{100 * value:.0f}%" if key != "trainable_share" else f"{100 * value:.2f}%"
+    if key == "trainable_share":
+        return f"{100 * value:.2f}%"
+    if key in ("flagged", "flagged_5"):
+        return f"{100 * value:.0f}%"
     if key == "unlearn_seconds":
         return f"{value:.1f}"
     if key == "ks_pvalue":

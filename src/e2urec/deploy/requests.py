@@ -364,8 +364,9 @@ def no_step(candidate: Path, current: Path, current_id: str) -> str | None:
 
 def _remove_leftovers(store: Store, request: dict[str, Any]) -> list[str]:
     """Delete what interrupted writes, rebuilds and requests left (they may hold forgotten
-    rows or models trained on them); what went."""
-    return (request["purged"] or []) + purge_scratch(store, keep=request["id"])
+    rows or models trained on them; the request's own scratch is an unfinished request's);
+    what went."""
+    return (request["purged"] or []) + purge_scratch(store)
 
 
 def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) -> Outcome:

@@ -158,21 +158,21 @@ def leftovers(root: Path) -> list[Path]:
                   if LEFTOVER.fullmatch(p.name))
 
 
-def stale_scratch(store: Store, keep: str | None = None) -> list[Path]:
+def stale_scratch(store: Store) -> list[Path]:
     """Scratch no unfinished request needs: an interrupted rebuild's shard models, a
     failed or ended request's folder, an interrupted write's copies. Any of it may hold
     forgotten users' rows or models trained on them, so it is purged."""
-    wanted = {r["id"] for r in store.ledger.unfinished()} | ({keep} if keep else set())
+    wanted = {r["id"] for r in store.ledger.unfinished()}
     work = store.root / "work"
     scratch = [p for p in work.iterdir() if p.name not in wanted and p.name != LOCK_NAME] \
         if work.is_dir() else []
     return sorted({*scratch, *leftovers(store.root)})
 
 
-def purge_scratch(store: Store, keep: str | None = None) -> list[str]:
+def purge_scratch(store: Store) -> list[str]:
     """Delete :func:`stale_scratch` (the caller holds the store's lock); what went."""
     gone = []
-    for path in stale_scratch(store, keep):
+    for path in stale_scratch(store):
         delete_inside(store.root, path)
         gone.append(f"{path.relative_to(store.root)} (stale scratch)")
     return gone
@@ -420,11 +420,6 @@ def audit_users(data_dir: Path) -> list[str]:
     return list((read_manifest(data_dir).get("holdout_user_ids") or {}).get("audit", []))
 
 
-def min_audit_users() -> int:
-    """How many audit users a default verification needs."""
-    return Verification().min_audit_users
-
-
 def status(store: Store) -> dict[str, Any]:
     """Whether the store is consistent, and what is unfinished.
 
@@ -464,7 +459,7 @@ def status(store: Store) -> dict[str, Any]:
         "stale_scratch": stale,
         "current": current.id, "versions": len(known),
         "audit_users": len(audit_users(store.data_dir)),
-        "min_audit_users": min_audit_users(),
+        "min_audit_users": Verification().min_audit_users,
         "forgotten_users": len(ledger.forgotten()),
         "unfinished": [{"id": r["id"], "status": r["status"], "users": r["users"]}
                        for r in unfinished],

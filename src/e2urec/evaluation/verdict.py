@@ -94,14 +94,15 @@ class CanaryLift:
 
 
 def measures(forget: GroupScores, audit: GroupScores, forget_rows: np.ndarray,
-             audit_rows: np.ndarray) -> dict[str, float]:
-    """The ranking and membership measures on the given row indices (a bootstrap draw or
-    every row)."""
-    return {
-        "ranking": auc(forget.labels[forget_rows], forget.p_yes[forget_rows])
-        - auc(audit.labels[audit_rows], audit.p_yes[audit_rows]),
-        "membership": membership_auc(forget.loss[forget_rows], audit.loss[audit_rows]) - 0.5,
-    }
+             audit_rows: np.ndarray, loss_attack: bool = True) -> dict[str, float]:
+    """The ranking measure and (with ``loss_attack``) the loss-threshold membership measure
+    on the given row indices (a bootstrap draw or every row)."""
+    out = {"ranking": auc(forget.labels[forget_rows], forget.p_yes[forget_rows])
+           - auc(audit.labels[audit_rows], audit.p_yes[audit_rows])}
+    if loss_attack:
+        out["membership"] = membership_auc(forget.loss[forget_rows],
+                                           audit.loss[audit_rows]) - 0.5
+    return out
 
 
 def resample(users: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -123,7 +124,8 @@ def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift
     """
     options = options or VerdictOptions()
     forget_users, audit_users = forget.by_user(), audit.by_user()
-    every = measures(forget, audit, np.concatenate(forget_users), np.concatenate(audit_users))
+    every = measures(forget, audit, np.concatenate(forget_users), np.concatenate(audit_users),
+                     loss_attack=not lira)
     rng = np.random.default_rng(options.seed)
     if lira:
         lira_f, lira_a = (np.array(list(scores.values())) for scores in lira)
@@ -131,12 +133,13 @@ def verdict(forget: GroupScores, audit: GroupScores, canary: Sequence[CanaryLift
     draws: dict[str, list[float]] = {name: [] for name in every}
     for _ in range(options.draws):
         f, a = resample(forget_users, rng), resample(audit_users, rng)
-        for name, value in measures(forget, audit, f, a).items():
-            draws[name].append(value)
+        drawn = measures(forget, audit, f, a, loss_attack=not lira)
         if lira:
-            draws["membership"][-1] = membership_draw(
+            drawn["membership"] = membership_draw(
                 lira_f[rng.integers(len(lira_f), size=len(lira_f))],
                 lira_a[rng.integers(len(lira_a), size=len(lira_a))])
+        for name, value in drawn.items():
+            draws[name].append(value)
     count = len(every) + bool(canary)
     tail = 100 * options.alpha / (2 * count)
     out: dict[str, Any] = {"measures": {}, "failed": []}
