@@ -582,12 +582,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from e2urec.checkpoints.folders import check_model_folder
     from e2urec.data.samples import read_manifest
     from e2urec.evaluation.lira import audit_model, format_audit
+    from e2urec.fileio import check_output
     from e2urec.training.references import REFERENCES_FILE, check_count, train_references
 
     read_manifest(args.data)
     check_count(args.count)
     check_model_folder(args.model)
     references = Path(args.references or f"{Path(args.data).resolve()}-references")
+    # training writes the folder whole: never over someone else's files
+    check_output(references, REFERENCES_FILE, flag="--references")
     if not (references / REFERENCES_FILE).is_file():
         # the references' recipe: run_configs reads the backbone from `model`
         backbone, train, _ = run_configs(argparse.Namespace(**{**vars(args),

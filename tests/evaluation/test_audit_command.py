@@ -42,3 +42,11 @@ def test_audit_trains_its_references_once_and_ends_with_the_flagged_line(
     fails(["audit", "--data", str(store_data), "--model", str(served_model), "--references",
            str(tmp_path / "refs3"), "--count", "3"], capsys, "even number, at least 4")
     assert not (tmp_path / "refs3").exists()
+    # A --references folder that holds someone's files is refused; nothing is deleted.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("someone's")
+    fails(["audit", "--data", str(store_data), "--model", str(served_model), "--references",
+           str(theirs)], capsys, "--references", "not this command's output",
+          unchanged=(theirs,))
+    assert (theirs / "notes.txt").read_text() == "someone's"
