@@ -182,6 +182,11 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--model", help="with --method: the backbone (backbone.name)")
     init.add_argument("--epochs", type=int, help="with --method: training epochs")
     init.add_argument("--store", required=True, help="the store folder to create")
+    init.add_argument("--references", type=int,
+                      help="with --original: the auditor's reference models, trained in the "
+                      "store on halves of the users with its recipe (even, at least 4; 0: "
+                      "none, and a request's users are verified by a loss-threshold attack "
+                      "only; default 4); an ensemble store has none (its deletions are exact)")
     init.add_argument("--overwrite", action="store_true",
                       help="replace --store even when it holds other files")
     init.add_argument("--config", help="YAML with backbone:/train: sections (or a study "
@@ -479,17 +484,22 @@ def _deploy_action(args: argparse.Namespace, store: Any) -> int:
 
 
 def _deploy_init(args: argparse.Namespace) -> int:
-    from e2urec.deploy.store import init_store
+    from e2urec.deploy.history import format_auditor
+    from e2urec.deploy.store import init_store, read_info
 
     ensemble_flags = [f"--{n}" for n in ("shards", "slices", "model", "epochs")
                       if getattr(args, n) is not None] + (["--option"] if args.option else [])
+    if args.method and args.references:
+        raise ConfigError("--references goes with --original: an ensemble store's deletions "
+                          "are exact (deploy verify --rebuild proves them) and it keeps no "
+                          "auditor")
     if args.original and ensemble_flags:
         raise ConfigError(f"{', '.join(ensemble_flags)} go with --method (a store that trains "
                           "its ensemble); --original serves a model as it is")
     backbone, train, options = run_configs(args)
     if args.original:
         store = init_store(args.original, args.data, args.store, backbone, train,
-                           args.overwrite)
+                           args.overwrite, 4 if args.references is None else args.references)
         served = args.original
     else:
         from e2urec.checkpoints.folders import read_meta
@@ -504,7 +514,8 @@ def _deploy_init(args: argparse.Namespace) -> int:
                   f"{store.serving['options'].get('slices', 1)} slice(s) each")
     with store:
         print(f"store {store.root}: serving version {store.ledger.current().id} ({served}), "
-              f"data from {args.data}")
+              f"data from {args.data}\nauditor: "
+              f"{format_auditor(read_info(store.root).get('auditor'))}")
     return 0
 
 

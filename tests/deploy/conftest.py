@@ -17,7 +17,10 @@ STORE_TRAIN = quick_train()  # the Original's recipe, and the store's for method
 @pytest.fixture(scope="module")
 def template_store(tmp_path_factory, served_model, store_data) -> Path:
     root = tmp_path_factory.mktemp("template") / "store"
-    init_store(served_model, store_data, root, tiny_backbone(), STORE_TRAIN).close()
+    # No auditor here (its references are tested in test_auditor.py): the loss-threshold
+    # check decides, and each test's store costs no reference training.
+    init_store(served_model, store_data, root, tiny_backbone(), STORE_TRAIN,
+               references=0).close()
     return root
 
 

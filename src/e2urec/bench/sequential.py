@@ -146,8 +146,11 @@ def _run_scenario(config: SequentialConfig, scenario: Scenario, data_dir: Path,
     for name, options in methods.items():
         root = folder / "stores" / _slug(name)
         if not (root / "store.json").is_file():
+            # No store auditor: the study measures every step itself (and the stores'
+            # reference upkeep would add the same seconds to every method's requests).
             if get_method(method_of(name)).serves_one_model:
-                init_store(original, data_dir, root, config.backbone, config.train).close()
+                init_store(original, data_dir, root, config.backbone, config.train,
+                           references=0).close()
             else:  # the exact path: the store trains the ensemble it serves
                 init_ensemble_store(method_of(name), options, data_dir, root, config.backbone,
                                     config.train).close()

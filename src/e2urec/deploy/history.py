@@ -99,4 +99,20 @@ def format_status(report: dict[str, Any], root: Path) -> str:
         lines.append(f"  never-trained (audit) users left to verify against: "
                      f"{report['audit_users']} (an approximate request needs "
                      f"{report['min_audit_users']}; fewer, and requests take the exact path)")
+    lines.append(f"  auditor: {format_auditor(report.get('auditor'))}")
     return "\n".join(lines)
+
+
+def format_auditor(auditor: dict[str, Any] | None) -> str:
+    """The store's reference models and their stated power, in one line."""
+    if not auditor:
+        return ("none (deploy init --references 0): users are verified by a loss-threshold "
+                "attack, which cannot see one user")
+    power = auditor["power"]
+    if not power.get("by_size"):
+        return f"{auditor['count']} reference models; power not stated: {power['reason']}"
+    sizes = ", ".join(f"{k} user(s) {v:.0%}" for k, v in power["by_size"].items())
+    return (f"{auditor['count']} reference models ({auditor['seconds']:.0f}s to train); a "
+            f"request is told from never-trained users at alpha {power['alpha']}: {sizes} "
+            f"(false-alarm rate {power['false_alarm_rate']:.2f}, measured at init on "
+            f"{power['users']} users)")

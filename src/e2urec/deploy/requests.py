@@ -5,12 +5,15 @@
 1. checks (users known, not yet forgotten, no other request unfinished), then
    the request is recorded as ``pending`` before any work;
 2. the request's data (forget: the users' training rows; retain: everyone
-   else's) and the current version's metrics on it;
+   else's) and the current version's metrics on it; an approximate method is
+   not run where they show no power (the check cannot tell the users from
+   never-trained users): the request fails, and is retried on the exact path;
 3. the method unlearns the current version; the result is merged into one
    model, the candidate, and verified (thresholds in :class:`Verification`);
 4. pass: one ledger transaction makes the candidate current and records the
    users as forgotten (``applied``); then the purge deletes their rows from
-   the store's data, every earlier version and the request's scratch
+   the store's data, every earlier version and the request's scratch, and
+   trains the auditor's references that held them again without them
    (``done``). Fail: the candidate is deleted, ``current`` stays (``failed``).
 
 A process killed anywhere leaves the request ``pending`` or ``applied``;
@@ -44,6 +47,8 @@ from e2urec.data.samples import (
     read_split,
     write_jsonl,
 )
+from e2urec.deploy.auditor import power_for, request_levels
+from e2urec.deploy.auditor import refresh as refresh_references
 from e2urec.deploy.ensembles import in_store, self_contained
 from e2urec.deploy.ledger import Version, now
 from e2urec.deploy.store import (
@@ -58,7 +63,15 @@ from e2urec.deploy.store import (
     status,
     without_users,
 )
-from e2urec.deploy.verify import Verification, measure, power, recorded, verdict
+from e2urec.deploy.verify import (
+    Verification,
+    measure,
+    no_power,
+    power,
+    recorded,
+    verdict,
+    verification_rows,
+)
 from e2urec.fileio import atomic_dir, folder_sha256, write_json
 from e2urec.methods.base import REGISTRY, get_method, parse_options, run_method
 
@@ -266,53 +279,70 @@ def _carry_out(store: Store, request: dict[str, Any], verification: Verification
     delete_inside(store.root, work)  # an interrupted attempt's scratch
     current = ledger.current()
     data = request_data(store.data_dir, users, work / "data")
-    n_rows = len(read_split(data, "forget"))
-    before = measure(store.current_dir(), data, verification) if n_rows else {}
-    if n_rows:
-        log(f"[forget] request {rid}: unlearning {n_rows} training rows with "
-            f"{request['method']}")
-        exact = get_method(request["method"]).exact
-        try:
-            record, candidate = _unlearn(store, request, data, work, cpu)
-            after = measure(candidate, data, verification)
-        except Exception as err:  # noqa: BLE001 - a method's own error, recorded
-            delete_inside(store.root, work)  # the users' rows go; the request stays
-            if exact:
-                raise RequestError(
-                    f"request {rid} stopped: {type(err).__name__}: {err}; it stays pending "
-                    f"and work/{rid} was deleted. Rerun it: e2urec forget --store "
-                    f"{store.root} --request-id {rid} --users {' '.join(users)} (or give it "
-                    f"up: e2urec deploy abandon --store {store.root} --request-id "
-                    f"{rid})") from err
-            after, reason = {}, f"the method stopped: {type(err).__name__}: {err}"
-        else:
-            reason = (no_step(candidate, store.current_dir(), current.id)
-                      or verdict(before, after, verification, exact))
-        if verification.power and not exact and before:
-            before["power"] = power(before, verification)
-        if reason:
-            delete_inside(store.root, work)
-            with ledger.transaction() as db:
-                ledger.update_request(db, rid, status="failed", finished=now(), reason=reason,
-                                      seconds=time.perf_counter() - began,
-                                      version_before=current.id,
-                                      metrics_before=recorded(before),
-                                      metrics_after=recorded(after), purged=cleaned)
-            return Outcome(rid, "failed", f"request {rid} failed verification: {reason}; "
-                           f"version {current.id} stays current")
-        new_id = f"v{len(ledger.versions()):04d}"
-        target = store.version_dir(new_id)
-        delete_inside(store.root, target)  # an earlier attempt's unrecorded copy
-        candidate.rename(target)
-        # LoRA members name the store's base by a path from where they now lie, so the
-        # store can be moved or copied whole.
-        repoint_adapters(target, store.backbone.name, store.backbone.name)
-        hashes = folder_sha256(target)
-        unlearn_seconds = record["unlearn_seconds"]
-    else:  # no training rows (e.g. a holdout user): no model trained on them; purge only
+    if not read_split(data, "forget"):
+        # no training rows (e.g. a holdout user): no model trained on them; purge only
         log(f"[forget] request {rid}: no model trained on these users' rows; purging their "
             "data only")
-        new_id, after, hashes, unlearn_seconds = current.id, {}, current.model_sha256, 0.0
+        return _apply(store, request, current.id, {}, {}, current.model_sha256, 0.0, began,
+                      cleaned, log)
+    levels = request_levels(store, *verification_rows(data, verification))
+    before = measure(store.current_dir(), data, verification, levels)
+    exact = get_method(request["method"]).exact
+    if verification.power and not exact:
+        before["power"] = power(before, verification)
+        stated = power_for((read_info(store.root).get("auditor") or {}).get("power"),
+                           len(users))
+        if reason := no_power(before, verification, stated):  # nothing to unlearn for
+            return _fail(store, rid, reason, current.id, before, {}, began, cleaned, work)
+    log(f"[forget] request {rid}: unlearning {len(read_split(data, 'forget'))} training rows "
+        f"with {request['method']}")
+    try:
+        record, candidate = _unlearn(store, request, data, work, cpu)
+        after = measure(candidate, data, verification, levels)
+    except Exception as err:  # noqa: BLE001 - a method's own error, recorded
+        delete_inside(store.root, work)  # the users' rows go; the request stays
+        if exact:
+            raise RequestError(
+                f"request {rid} stopped: {type(err).__name__}: {err}; it stays pending "
+                f"and work/{rid} was deleted. Rerun it: e2urec forget --store "
+                f"{store.root} --request-id {rid} --users {' '.join(users)} (or give it "
+                f"up: e2urec deploy abandon --store {store.root} --request-id "
+                f"{rid})") from err
+        return _fail(store, rid, f"the method stopped: {type(err).__name__}: {err}",
+                     current.id, before, {}, began, cleaned, work)
+    if reason := (no_step(candidate, store.current_dir(), current.id)
+                  or verdict(before, after, verification, exact)):
+        return _fail(store, rid, reason, current.id, before, after, began, cleaned, work)
+    new_id = f"v{len(ledger.versions()):04d}"
+    target = store.version_dir(new_id)
+    delete_inside(store.root, target)  # an earlier attempt's unrecorded copy
+    candidate.rename(target)
+    # LoRA members name the store's base by a path from where they now lie, so the
+    # store can be moved or copied whole.
+    repoint_adapters(target, store.backbone.name, store.backbone.name)
+    return _apply(store, request, new_id, before, after, folder_sha256(target),
+                  record["unlearn_seconds"], began, cleaned, log)
+
+
+def _fail(store: Store, rid: str, reason: str, version: str, before: dict[str, Any],
+          after: dict[str, Any], began: float, cleaned: list[str], work: Path) -> Outcome:
+    """Record a failed request; its scratch goes and the current version stays."""
+    delete_inside(store.root, work)
+    with store.ledger.transaction() as db:
+        store.ledger.update_request(db, rid, status="failed", finished=now(), reason=reason,
+                                    seconds=time.perf_counter() - began,
+                                    version_before=version, metrics_before=recorded(before),
+                                    metrics_after=recorded(after), purged=cleaned)
+    return Outcome(rid, "failed", f"request {rid} failed verification: {reason}; "
+                   f"version {version} stays current")
+
+
+def _apply(store: Store, request: dict[str, Any], new_id: str, before: dict[str, Any],
+           after: dict[str, Any], hashes: dict[str, str], unlearn_seconds: float,
+           began: float, cleaned: list[str], log: Callable[[str], None]) -> Outcome:
+    """One transaction: ``new_id`` current, the users forgotten (``applied``); then purge."""
+    ledger, rid, users = store.ledger, request["id"], request["users"]
+    current = ledger.current()
     with ledger.transaction() as db:
         if new_id != current.id:
             ledger.add_version(db, Version(new_id, current.id, rid, now(), hashes,
@@ -376,6 +406,7 @@ def _purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) ->
     purged = _remove_leftovers(store, request)
     dropped = copy_data(store.data_dir, store.data_dir, set(ledger.forgotten()))
     purged += [f"data: {n} {kind} row(s)" for kind, n in dropped.items()]
+    purged += refresh_references(store, log)  # from the data that holds none of them
     current = ledger.current().id
     for version in ledger.versions():
         if version.state == "retired" and delete_inside(store.root,

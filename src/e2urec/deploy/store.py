@@ -10,6 +10,9 @@ Layout of a store folder::
     versions/<id>/    complete model folders; the ledger says which is current
     work/<request>/   a running request's scratch (request data, augmented model,
                       teacher caches, candidate model); deleted when it ends
+    references/       the auditor's reference models (deploy/auditor.py): trained on
+                      halves of the users, read by verification only, trained again
+                      without a user when they are forgotten
 
 Every version is a whole model (an unlearned adapter is merged into its base), or an
 ensemble whose members (and slice checkpoints) are all inside it, LoRA shards as
@@ -44,11 +47,14 @@ from e2urec.checkpoints.folders import (
 from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
 from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, items_rated_by
 from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
+from e2urec.deploy.auditor import AUDITOR_DIR, train_auditor
+from e2urec.deploy.auditor import problems as auditor_problems
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
 from e2urec.deploy.verify import Verification
 from e2urec.fileio import LOCK_FILE as LOCK_NAME
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
 from e2urec.training.finetune import initial_backbone
+from e2urec.training.references import MIN_REFERENCES, check_count
 
 STORE_FILE = "store.json"
 STORE_KIND = "e2urec-store"
@@ -153,7 +159,7 @@ def leftovers(root: Path) -> list[Path]:
 
     They may hold rows of users forgotten since, so they are reported and purged.
     """
-    places = [root, root / "versions", root / "work"]
+    places = [root, root / "versions", root / "work", root / AUDITOR_DIR]
     return sorted(p for place in places if place.is_dir() for p in place.iterdir()
                   if LEFTOVER.fullmatch(p.name))
 
@@ -206,12 +212,14 @@ def open_store(root: str | Path) -> Store:
 
 
 def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
-               backbone: BackboneConfig, train: TrainConfig, overwrite: bool = False) -> Store:
+               backbone: BackboneConfig, train: TrainConfig, overwrite: bool = False,
+               references: int = MIN_REFERENCES) -> Store:
     """Create a store serving ``original`` (merged into one model) trained on ``data_dir``.
 
     Checks everything first; the store appears whole (one rename) or not at all.
     Over an existing store (``overwrite``) its ledger is carried forward: every
     user it forgot stays forgotten, and data that holds one is refused.
+    ``references``: the auditor's reference models (deploy/auditor.py; 0: none).
     """
     meta = check_model_folder(original)
     if meta["kind"] == "ensemble":
@@ -225,20 +233,23 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
                           {"role": "deployed", "original": original})
 
     return create_store(root, data_dir, backbone, train, overwrite, {"kind": "model"},
-                        first_version, original=original)
+                        first_version, original=original, references=references)
 
 
 def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfig,
                  train: TrainConfig, overwrite: bool, serving: dict[str, Any],
                  first_version: Callable[[Path, BackboneConfig, Path], Path],
-                 original: str | None = None) -> Store:
+                 original: str | None = None, references: int = MIN_REFERENCES) -> Store:
     """The one way a store is made: checks, data, backbone, first version, ledger, all
     in one folder that replaces ``root`` by one rename.
 
     ``first_version(folder, backbone, data)`` writes the served model (or ensemble)
     into ``folder``; ``backbone`` then names the store's own backbone folder and
-    ``data`` its copy of the data.
+    ``data`` its copy of the data. ``references``: the auditor's reference models, trained
+    last, on the store's data (0: none; else even and at least 4).
     """
+    if references:
+        check_count(references)
     read_manifest(data_dir)
     check_store_path(Path(root))
     check_output(root, STORE_FILE, overwrite, flag="--store")
@@ -276,6 +287,8 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             repoint_adapters(folder, tmp / BACKBONE_DIR, tmp / BACKBONE_DIR)
         write_json(folder / META_FILE, {**read_meta(folder), "role": "deployed",
                                          "version": first})
+        auditor = train_auditor(tmp, folder, tmp / "data", built, train, references) \
+            if references else None
         ledger = Ledger.create(tmp / LEDGER_FILE)
         with ledger.transaction() as db:
             if old:
@@ -290,7 +303,7 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             "kind": STORE_KIND, "format": FORMAT, "created": now(),
             "original": sources[-1]["original"], "data": sources[-1]["data"],
             "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train),
-            "serving": serving, "torch_threads": torch.get_num_threads(),
+            "serving": serving, "auditor": auditor, "torch_threads": torch.get_num_threads(),
             "backbone_sha256": folder_sha256(tmp / BACKBONE_DIR)
             if (tmp / BACKBONE_DIR).is_dir() else None})
     return open_store(root)
@@ -447,6 +460,8 @@ def status(store: Store) -> dict[str, Any]:
     leftover = (data_users(store.data_dir) & set(ledger.forgotten())) - purging
     if leftover:
         problems.append(f"data still holds forgotten users {sorted(leftover)[:10]}")
+    if not purging:  # a purge trains the references that hold its users again
+        problems += auditor_problems(store)
     known = {v.id for v in ledger.versions() if v.state != "purged"}
     versions = store.root / "versions"
     on_disk = {p.name for p in versions.iterdir() if not p.name.startswith(".")} \
@@ -459,6 +474,7 @@ def status(store: Store) -> dict[str, Any]:
         "stale_scratch": stale,
         "current": current.id, "versions": len(known),
         "audit_users": len(audit_users(store.data_dir)),
+        "auditor": read_info(store.root).get("auditor"),
         "min_audit_users": Verification().min_audit_users,
         "forgotten_users": len(ledger.forgotten()),
         "unfinished": [{"id": r["id"], "status": r["status"], "users": r["users"]}

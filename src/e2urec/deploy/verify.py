@@ -4,12 +4,13 @@ A request's users must look, to the candidate, like the audit users: people
 of the same period whom no model ever trained on. Two measurements, both per
 user and both ways (still remembered, or forgotten past a never-trained user):
 
-* **membership**: the AUC of a loss-threshold attack telling the user's
-  training rows from the audit users' rows (0.5: no different). Its noise
-  band comes from the audit users themselves: each audit user's rows, drawn as
-  many as the forgotten user has, against the other audit users' rows. That
-  band holds the between-user spread as well as the sampling noise, so it
-  suits one user's 20 rows or a single row.
+* **membership**: with the store's auditor (deploy/auditor.py), the per-user
+  likelihood-ratio test against its reference models (evaluation/lira.py): the
+  user's score calibrated on the audit users (0: like them; spread 1), and a
+  request of 2 to 4 users also pooled. Without one, the AUC of a loss-threshold
+  attack telling the user's training rows from the audit users' rows, against a
+  noise band drawn from the audit users themselves; that AUC is recorded either
+  way.
 * **canary**: a canary user's own trigger, asked on their probe prompts: how
   much it raises the planted answer (the lift, paired prompt by prompt),
   against the lift of decoys on the same prompts: made-up titles drawn the
@@ -40,6 +41,7 @@ from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option
 from e2urec.data.samples import read_split, subsample, unplanted
 from e2urec.evaluation.audit import membership_auc
+from e2urec.evaluation.lira import Calibration, ReferenceLevels, pooled_test, user_scores
 from e2urec.evaluation.metrics import utility
 from e2urec.evaluation.predict import predict
 from e2urec.evaluation.verdict import GroupScores, VerdictOptions, canary_lifts
@@ -65,6 +67,9 @@ class Verification:
     mia_margin: float = option(0.05, help="a user's membership AUC may lie this much beyond "
                                "the never-trained users' noise band, either way, before it "
                                "fails (remembered above it, forgotten past them below it)")
+    lira_margin: float = option(0.0, help="a user's calibrated reference-model score (in "
+                                "never-trained users' spreads) may lie this much beyond the "
+                                "test's bound, either way, before it fails")
     canary_margin: float = option(0.1, help="a canary user's trigger lift may differ from the "
                                   "lift of decoy triggers (never planted) by this "
                                   "much beyond noise, either way, before it fails")
@@ -96,7 +101,8 @@ class Verification:
     @classmethod
     def measure_only(cls) -> Verification:
         """Thresholds that refuse nothing measurable (a study that only measures)."""
-        return cls(mia_margin=1.0, canary_margin=2.0, max_valid_auc_drop=1.0, min_audit_users=0,
+        return cls(mia_margin=1.0, lira_margin=1e6, canary_margin=2.0, max_valid_auc_drop=1.0,
+                   min_audit_users=0,
                    power=False, exact_retry=False)
 
     @classmethod
@@ -114,15 +120,27 @@ class Verification:
                 if getattr(self, f.name) != getattr(default, f.name)}
 
 
-def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict[str, Any]:
-    """Everything :func:`verdict` reads, for the request's data folder and one model."""
+def verification_rows(data_dir: Path, verification: Verification
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows a request is verified on: the users' unplanted training rows (canary rows
+    have their own test) and a seeded subset of the audit rows."""
+    return (unplanted(read_split(data_dir, "forget")),
+            subsample(read_split(data_dir, "audit"), verification.max_samples,
+                      verification.seed))
+
+
+def measure(model_dir: Path, data_dir: Path, verification: Verification,
+            levels: tuple[ReferenceLevels, ReferenceLevels] | None = None) -> dict[str, Any]:
+    """Everything :func:`verdict` reads, for the request's data folder and one model.
+
+    ``levels``: the auditor's reference levels on :func:`verification_rows` (forget,
+    audit), for the per-user likelihood-ratio test.
+    """
     scorer = load_scorer(model_dir)  # one model or a shard ensemble
     valid = predict(scorer, subsample(read_split(data_dir, "valid"), verification.max_samples,
                                       verification.seed))
-    forget_rows = unplanted(read_split(data_dir, "forget"))  # canary rows: their own test
+    forget_rows, audit_rows = verification_rows(data_dir, verification)
     forget = predict(scorer, forget_rows)
-    audit_rows = subsample(read_split(data_dir, "audit"), verification.max_samples,
-                           verification.seed)
     audit_users = sorted({r["user_id"] for r in audit_rows})
     out: dict[str, Any] = {"valid_auc": utility(valid.labels, valid.p_yes)["auc"],
                            "forget_auc": utility(forget.labels, forget.p_yes)["auc"],
@@ -133,15 +151,8 @@ def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict
         return out
     audit = predict(scorer, audit_rows)
     out["mia_auc"] = membership_auc(forget.loss, audit.loss)
-    rng = np.random.default_rng(verification.seed)
-    audit_by_user = _by_user(audit_rows, audit.loss)
-    bands: dict[int, tuple[float, float]] = {}  # users with as many rows share one band
-    for user, losses in _by_user(forget_rows, forget.loss).items():
-        if len(losses) not in bands:
-            bands[len(losses)] = null_band(audit_by_user, len(losses), verification.draws, rng)
-        mean, sd = bands[len(losses)]
-        out["users"][user] = {"rows": len(losses), "mia_auc": membership_auc(losses, audit.loss),
-                              "null_mean": mean, "null_sd": sd}
+    _loss_attack(out, forget_rows, forget.loss, audit_rows, audit.loss, verification)
+    lira = _reference_test(out, levels, forget.loss, audit.loss, verification)
     canary = canary_lifts(scorer, data_dir, verification.decoys, verification.seed)
     for user, lift in canary.items():
         out["users"].setdefault(user, {"rows": 0}).update(
@@ -157,8 +168,41 @@ def measure(model_dir: Path, data_dir: Path, verification: Verification) -> dict
             list(canary.values()), VerdictOptions(alpha=verification.alpha,
                                                   margin=verification.mia_margin,
                                                   decoys=verification.decoys,
-                                                  seed=verification.seed))
+                                                  seed=verification.seed), lira=lira)
     return out
+
+
+def _loss_attack(out: dict[str, Any], forget_rows: list[dict[str, Any]], forget_loss: np.ndarray,
+                 audit_rows: list[dict[str, Any]], audit_loss: np.ndarray,
+                 verification: Verification) -> None:
+    """Each user's loss-threshold AUC, with the never-trained band for their row count."""
+    rng = np.random.default_rng(verification.seed)
+    audit_by_user = _by_user(audit_rows, audit_loss)
+    bands: dict[int, tuple[float, float]] = {}  # users with as many rows share one band
+    for user, losses in _by_user(forget_rows, forget_loss).items():
+        if len(losses) not in bands:
+            bands[len(losses)] = null_band(audit_by_user, len(losses), verification.draws, rng)
+        mean, sd = bands[len(losses)]
+        out["users"][user] = {"rows": len(losses), "mia_auc": membership_auc(losses, audit_loss),
+                              "null_mean": mean, "null_sd": sd}
+
+
+def _reference_test(out: dict[str, Any], levels: tuple[ReferenceLevels, ReferenceLevels] | None,
+                    forget_loss: np.ndarray, audit_loss: np.ndarray,
+                    verification: Verification
+                    ) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Each user's calibrated score against the references, and a small request pooled;
+    the raw scores (forget, audit), or None without references."""
+    if levels is None:
+        return None
+    forget, audit = user_scores(levels[0], forget_loss), user_scores(levels[1], audit_loss)
+    calibration = Calibration.of(np.array(list(audit.values())))
+    for user, score in forget.items():
+        out["users"][user].update(lira=float(calibration.standardise(np.array([score]))[0]),
+                                  lira_audit_users=calibration.users)
+    if 2 <= len(forget) < MIN_POOLED_USERS:
+        out["pooled"] = pooled_test(forget, audit, verification.alpha)
+    return forget, audit
 
 
 def _by_user(rows: Sequence[dict[str, Any]], values: np.ndarray) -> dict[str, np.ndarray]:
@@ -231,6 +275,11 @@ def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verific
     if "group" in after and not after["group"]["pass"]:
         reasons.append(f"the {len(after['users'])} users together: "
                        f"{group_summary(after['group'])}")
+    if (after.get("pooled") or {}).get("fails"):
+        pooled = after["pooled"]
+        reasons.append(f"the {len(after['users'])} users together: mean calibrated score "
+                       f"{pooled['value']:+.2f} [{pooled['low']:+.2f}, {pooled['high']:+.2f}] "
+                       f"against the references ({pooled['fails']})")
     if verification.power and not exact:
         reasons += _without_power(before, after, verification)
     return "; ".join(reasons) or None
@@ -245,7 +294,10 @@ def user_tests(m: dict[str, Any], z: float, verification: Verification
                ) -> dict[str, tuple[float, float]]:
     """One user's tests: per measure, the gap to never-trained users and the width allowed."""
     out = {}
-    if "mia_auc" in m:
+    if "lira" in m:  # a calibrated score's bound, widened by the calibration's own error
+        out["membership"] = (m["lira"], z * float(np.sqrt(1 + 1 / m["lira_audit_users"]))
+                             + verification.lira_margin)
+    elif "mia_auc" in m:
         out["membership"] = (m["mia_auc"] - m["null_mean"],
                              z * m["null_sd"] + verification.mia_margin)
     if "canary_lift" in m:
@@ -256,8 +308,11 @@ def user_tests(m: dict[str, Any], z: float, verification: Verification
 
 
 def _user_reason(user: str, name: str, m: dict[str, Any], gap: float, width: float) -> str:
+    way = "remembered" if gap > 0 else "forgotten past never-trained users"
+    if name == "membership" and "lira" in m:
+        return (f"user {user}: reference-model score {m['lira']:+.2f} against never-trained "
+                f"users' 0 +- {width:.2f} ({way})")
     if name == "membership":
-        way = "remembered" if gap > 0 else "forgotten past never-trained users"
         return (f"user {user}: membership AUC {m['mia_auc']:.3f} against never-trained "
                 f"users' {m['null_mean']:.3f} +- {width:.3f} ({way})")
     way = "still answered" if gap > 0 else "answered against, past an unseen trigger"
@@ -288,32 +343,57 @@ def power(before: dict[str, Any], verification: Verification) -> dict[str, Any]:
              for user, m in before.get("users", {}).items()}
     group = [name for name, m in (before.get("group") or {}).get("measures", {}).items()
              if m["fails"] == "remembered"]
+    if (before.get("pooled") or {}).get("fails") == "remembered":
+        group.append(POOLED)
     return {"users": users, "group": group,
             "powered": bool(group) or (bool(users) and all(users.values()))}
+
+
+# The name of a small request's pooled reference-model test among the group's measures.
+POOLED = "pooled membership"
+
+
+def no_power(before: dict[str, Any], verification: Verification,
+             stated: float | None = None) -> str | None:
+    """Why no approximate deletion of these users can be shown (None: it can): on the
+    version before, the check tells neither each user nor the users together from
+    never-trained users. ``stated``: the auditor's stated power for a request this size."""
+    seen = power(before, verification)
+    if seen["powered"]:
+        return None
+    blind = sorted(u for u, names in seen["users"].items() if not names)
+    told = "" if stated is None else (f"; the auditor tells a request of this size apart "
+                                      f"{stated:.0%} of the time on the served model")
+    return (f"no power: before unlearning, the check could not tell user(s) {blind[:10]} "
+            f"from never-trained users (nor the users together){told}, so no approximate "
+            "method can be shown to forget them")
 
 
 def _without_power(before: dict[str, Any], after: dict[str, Any],
                    verification: Verification) -> list[str]:
     """Why an approximate deletion cannot be shown: no power, or no move where there was."""
+    if reason := no_power(before, verification):
+        return [reason]
     seen = power(before, verification)
-    if not seen["powered"]:
-        blind = sorted(u for u, names in seen["users"].items() if not names)
-        return [f"no power: before unlearning, the check could not tell user(s) "
-                f"{blind[:10]} from never-trained users (nor the users together), so no "
-                "approximate method can be shown to forget them"]
     reasons = []
     for user, names in seen["users"].items():
         for name in names:
-            key = "mia_auc" if name == "membership" else "canary_lift"
+            key = {"membership": "lira" if "lira" in before["users"][user] else "mia_auc",
+                   "canary": "canary_lift"}[name]
             if after["users"].get(user, {}).get(key, np.inf) >= before["users"][user][key]:
                 reasons.append(f"user {user}: the {name} measure did not move toward "
                                f"never-trained users ({before['users'][user][key]:.3f} before, "
                                f"{after['users'].get(user, {}).get(key, float('nan')):.3f} "
                                "after)")
     for name in seen["group"]:
-        was, now_ = before["group"]["measures"][name]["value"], \
-            (after.get("group") or {}).get("measures", {}).get(name, {}).get("value", np.inf)
+        was, now_ = (_group_value(m, name) for m in (before, after))
         if now_ >= was:
             reasons.append(f"the users together: the {name} measure did not move toward "
                            f"never-trained users ({was:+.3f} before, {now_:+.3f} after)")
     return reasons
+
+
+def _group_value(measured: dict[str, Any], name: str) -> float:
+    if name == POOLED:
+        return (measured.get("pooled") or {}).get("value", np.inf)
+    return (measured.get("group") or {}).get("measures", {}).get(name, {}).get("value", np.inf)

@@ -62,28 +62,33 @@ def train_references(data_dir: str | Path, backbone: BackboneConfig, train: Trai
     written whole or not at all; returns the record."""
     data_dir = Path(data_dir)
     assignment = assign_users(data_users(data_dir), count, seed)
-    rows = read_split(data_dir, "train")
-    accelerator = make_accelerator(cpu=cpu)
     began = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        seconds = []
-        for k in range(count):
-            held = [r for r in rows if k in assignment[r["user_id"]]]
-            start = initial_backbone(backbone, data_dir, train.seed)
-            base = save_base(start, lora_base_dir(tmp / f"ref_{k}"), accelerator,
-                             "backbone") if train.use_lora else None
-            record = finetune_and_save(data_dir, held, backbone, train, tmp / f"ref_{k}",
-                                       accelerator, start, base, meta={"role": "reference"},
-                                       desc=f"reference {k + 1}/{count}")
-            seconds.append(record["history"]["seconds"])
-            if base:  # by a relative path: the folder is renamed into place below
-                repoint_adapters(tmp / f"ref_{k}", base, base)
+        seconds = [train_reference(data_dir, assignment, k, backbone, train, tmp / f"ref_{k}", cpu)
+                   for k in range(count)]
         record = {"count": count, "seed": seed, "assignment": assignment,
                   "train_seconds": seconds, "seconds": time.perf_counter() - began,
                   "data": str(data_dir.resolve()),
                   "manifest_config": read_manifest(data_dir).get("config")}
         write_json(tmp / REFERENCES_FILE, record)
     return record
+
+
+def train_reference(data_dir: Path, assignment: dict[str, list[int]], k: int,
+                    backbone: BackboneConfig, train: TrainConfig, out: Path,
+                    cpu: bool = False) -> float:
+    """Train reference ``k`` into ``out`` on the training rows of the users drawn
+    into it (users with no draw, e.g. forgotten since, are left out); its seconds."""
+    held = [r for r in read_split(data_dir, "train") if k in assignment.get(r["user_id"], ())]
+    accelerator = make_accelerator(cpu=cpu)
+    start = initial_backbone(backbone, data_dir, train.seed)
+    base = save_base(start, lora_base_dir(out), accelerator, "backbone") \
+        if train.use_lora else None
+    record = finetune_and_save(data_dir, held, backbone, train, out, accelerator, start, base,
+                               meta={"role": "reference"}, desc=f"reference {k + 1}")
+    if base:  # by a relative path: the folder is renamed into place
+        repoint_adapters(out, base, base)
+    return record["history"]["seconds"]
 
 
 def read_references(folder: str | Path) -> dict[str, Any]:
