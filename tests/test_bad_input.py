@@ -175,7 +175,8 @@ def test_a_yaml_syntax_error_is_one_line_with_the_file(tmp_path, capsys):
 
 
 def test_the_bench_keys_its_stages_by_the_raw_data_read(tmp_path, synthetic_raw):
-    from e2urec.bench.study import Stages, StudyConfig, prepare_stage
+    from e2urec.bench.config import StudyConfig
+    from e2urec.bench.stages import Stages, prepare_stage
     from e2urec.data.sources import find_raw
 
     raw_dir = tmp_path / "ml-100k"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from e2urec.bench.study import load_study
+from e2urec.bench.config import load_study
 from e2urec.config import (
     BackboneConfig,
     ConfigError,
@@ -44,7 +44,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def run_args(*argv: str):
-    from e2urec.cli import build_parser, run_configs
+    from e2urec.cli.layers import run_configs
+    from e2urec.cli.parser import build_parser
 
     return run_configs(build_parser().parse_args(list(argv)))
 
@@ -115,8 +116,8 @@ def test_a_misplaced_option_points_at_its_block():
 
 
 def test_a_partial_nested_block_keeps_the_methods_own_defaults():
-    from e2urec.methods.base import parse_options
     from e2urec.methods.npo import NPOOptions
+    from e2urec.methods.registry import parse_options
     from e2urec.training.unlearn_loop import Schedule
 
     own = NPOOptions().schedule.lr_scale
@@ -127,7 +128,7 @@ def test_a_partial_nested_block_keeps_the_methods_own_defaults():
 
 
 def test_the_paper_preset_is_the_reference_budget_and_options_override_it():
-    from e2urec.methods.base import parse_options
+    from e2urec.methods.registry import parse_options
 
     paper = parse_options("e2urec", {"preset": "paper", "alpha": 3})
     assert paper.alpha == 3 and paper.stop.kind == "none"
@@ -139,7 +140,7 @@ def test_the_paper_preset_is_the_reference_budget_and_options_override_it():
 
 
 def test_a_calibrated_alpha_without_its_probe_is_refused_in_one_line():
-    from e2urec.methods.base import parse_options
+    from e2urec.methods.registry import parse_options
 
     assert parse_options("e2urec", {}).calibrate_alpha is True
     assert parse_options("e2urec", {"preset": "paper"}).calibrate_alpha is False

@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from e2urec.bench.config import load_study, method_stage_key
 from e2urec.bench.sequential import load_sequential
-from e2urec.bench.study import MIN_GAP, Stages, load_study, method_stage_key, run_study
+from e2urec.bench.stages import Stages
+from e2urec.bench.study import run_study
+from e2urec.bench.tables import MIN_GAP
 from e2urec.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -199,7 +202,8 @@ def test_a_method_stage_is_keyed_by_its_resolved_options_defaults_included():
 
 
 def test_canary_closure_is_on_the_lift_and_forgetting_past_retrain_is_flagged():
-    from e2urec.bench.study import add_gap_closed, aggregate, markdown_table
+    from e2urec.bench.report import markdown_table
+    from e2urec.bench.tables import add_gap_closed, aggregate
 
     def row(method, seed, forget_auc, mia, success, base):
         return {"method": method, "seed": seed, "forget_auc": forget_auc, "mia_auc": mia,
@@ -232,7 +236,7 @@ def test_canary_closure_is_on_the_lift_and_forgetting_past_retrain_is_flagged():
 
 
 def test_a_gap_inside_the_noise_has_no_closure_and_stays_out_of_the_mean():
-    from e2urec.bench.study import add_gap_closed, aggregate
+    from e2urec.bench.tables import add_gap_closed, aggregate
 
     rows = []
     # Seed 2's Original barely remembers on the membership attack (0.52 vs Retrain's
@@ -252,7 +256,7 @@ def test_a_gap_inside_the_noise_has_no_closure_and_stays_out_of_the_mean():
 
 
 def test_the_ranking_lists_landed_methods_cheapest_first_and_the_rest_apart():
-    from e2urec.bench.study import cost_at_closure
+    from e2urec.bench.report import cost_at_closure
 
     def row(method, seconds, closed=(1.0, 1.0, 1.0)):
         keys = ("gap_closed_forget_auc", "gap_closed_mia_auc", "gap_closed_canary")

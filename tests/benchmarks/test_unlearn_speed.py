@@ -1,20 +1,12 @@
 """The speed benchmark's two implementations of an E2URec step must agree."""
 
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # a dataclass in the script looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])

@@ -11,7 +11,8 @@ import pytest
 from e2urec.cli import main
 from e2urec.deploy.auditor import AUDITOR_DIR, holding, power_for
 from e2urec.deploy.requests import RETRIED
-from e2urec.deploy.store import init_store, open_store, read_info, status
+from e2urec.deploy.status import status
+from e2urec.deploy.store import init_store, open_store, read_info
 from e2urec.fileio import folder_sha256
 from e2urec.training.references import REFERENCES_FILE
 from tests.deploy.conftest import STORE_TRAIN

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from e2urec.deploy.store import open_store, status
+from e2urec.deploy.status import status
+from e2urec.deploy.store import open_store
 from tests.deploy.test_store import users_in
 
 pytestmark = pytest.mark.slow

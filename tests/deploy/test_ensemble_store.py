@@ -86,16 +86,22 @@ def test_ensemble_store_input_that_cannot_work_is_one_clear_line(
 
 def test_the_latency_benchmark_times_both_kinds_of_store_on_the_same_users(
         ensemble_template, template_store, capsys):
-    import re
+    import importlib
 
-    from tests.benchmarks.test_unlearn_speed import load_benchmark
+    from benchmarks.common import read_table
 
-    load_benchmark("recommend_latency").main(
+    importlib.import_module("benchmarks.recommend_latency").main(
         ["--stores", f"{template_store},{ensemble_template}", "--users", "2", "--top", "3"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert any(" single " in line and " 1 " in line for line in lines)
-    assert any(" ensemble " in line and " 2 " in line for line in lines)
-    assert re.fullmatch(r"ensemble/single recommend: \d+\.\d\d", lines[-1])
+    out = capsys.readouterr().out
+    rows = {r["store"]: r for r in read_table(out, "store")}
+    assert (rows[str(template_store)]["serves"], rows[str(template_store)]["models"]) == \
+        ("single", "1")
+    assert (rows[str(ensemble_template)]["serves"], rows[str(ensemble_template)]["models"]) \
+        == ("ensemble", "2")
+    for row in rows.values():
+        assert float(row["min s"]) <= float(row["mean s"]) <= float(row["max s"])
+    ratio = out.strip().splitlines()[-1]
+    assert ratio.startswith("ensemble/single recommend: ") and float(ratio.split(": ")[1]) > 0
 
 
 def test_lora_shards_on_a_frozen_base_are_served_forgotten_and_proved_exact(

@@ -10,7 +10,7 @@ VALID = (np.array([0, 1, 0, 1] * 25), np.linspace(0.1, 0.9, 100))
 
 
 def measured(scores: dict[str, float], pooled: float | None = None) -> dict:
-    """What measure() records for users with these calibrated reference-model scores."""
+    """What measure_request() records for users with these calibrated reference-model scores."""
     out = {"valid_auc": 0.7, "_valid": VALID, "audit_users": 20,
            "users": {u: {"rows": 6, "lira": s, "lira_audit_users": 20, "mia_auc": 0.5,
                          "null_mean": 0.5, "null_sd": 0.3} for u, s in scores.items()}}

@@ -49,7 +49,7 @@ def test_registration_checks_the_interface():
 def test_peak_memory_is_each_methods_own_not_the_process_peak_so_far():
     import numpy as np
 
-    from e2urec.methods.base import PeakMemory
+    from e2urec.methods.accounting import PeakMemory
 
     memory = PeakMemory()
     memory.start()
@@ -68,7 +68,8 @@ def test_unlearn_seconds_run_from_the_original_loaded_to_the_result_saved(prepar
                                                                          tmp_path):
     import time
 
-    from e2urec.methods.base import REGISTRY, Unlearned
+    from e2urec.methods.base import Unlearned
+    from e2urec.methods.registry import REGISTRY
 
     @dataclass
     class SleepOptions:
@@ -107,7 +108,8 @@ def test_unlearn_seconds_run_from_the_original_loaded_to_the_result_saved(prepar
 
 def test_every_method_states_where_its_seed_sits_and_whether_a_store_serves_it():
     from e2urec.config import TrainConfig
-    from e2urec.methods.base import ShardEnsembleUnlearner, parse_options
+    from e2urec.methods.ensemble_base import ShardEnsembleUnlearner
+    from e2urec.methods.registry import parse_options
 
     train = TrainConfig(seed=5)
     for name, cls in REGISTRY.items():

@@ -7,7 +7,7 @@ import pytest
 
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.data.samples import read_split
-from e2urec.methods.base import REGISTRY
+from e2urec.methods.registry import REGISTRY
 from e2urec.training.stop_rule import make_probe, measure
 
 STEPPING = sorted(name for name, cls in REGISTRY.items()

@@ -16,7 +16,7 @@ from e2urec.config import BackboneConfig, ConfigError, PrepareConfig
 from e2urec.data.movielens import read_movielens
 from e2urec.data.protocol import prepare, write_prepared
 from e2urec.data.samples import read_split
-from e2urec.deploy.store import copy_data
+from e2urec.deploy.redaction import copy_data
 from e2urec.methods import run_method
 from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import ShardTrainer, initial_ensemble

@@ -23,29 +23,23 @@ from typing import Any
 
 import pandas as pd
 
-from e2urec.bench.study import (
-    Stages,
-    StudyConfig,
-    method_of,
-    prepare_stage,
-    seeded,
-    short_verdict,
-    study_device,
-    train_original_stage,
-)
+from e2urec.bench.config import StudyConfig, method_of, seeded
+from e2urec.bench.report import short_verdict
+from e2urec.bench.stages import Stages, prepare_stage, study_device, train_original_stage
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option, read_config_file
 from e2urec.data.samples import read_manifest, read_split, unplanted
 from e2urec.data.sources import find_raw
 from e2urec.deploy.ensembles import init_ensemble_store
-from e2urec.deploy.requests import forget, request_data
+from e2urec.deploy.redaction import request_data
+from e2urec.deploy.requests import forget
 from e2urec.deploy.store import init_store, open_store
 from e2urec.deploy.verify import Verification
 from e2urec.evaluation.evaluate import evaluate
 from e2urec.evaluation.predict import predict
 from e2urec.evaluation.verdict import summary as verdict_summary
 from e2urec.fileio import atomic_write_text, check_output, folder_lock
-from e2urec.methods.base import REGISTRY, get_method
+from e2urec.methods.registry import REGISTRY, get_method
 from e2urec.runtime import set_threads
 
 

@@ -15,6 +15,8 @@ REQUIRED_FIELDS = ("sample_id", "user_id", "item_id", "rating", "timestamp", "la
                    "prompt", "answer")
 SPLITS = ("train", "valid", "test", "forget", "retain", "probe", "audit", "canary")
 OPTIONAL_SPLITS = ("probe", "audit", "canary")  # absent when prepare made none
+MANIFEST_FILE = "manifest.json"  # what prepare made: counts, users by group, settings
+SHARDS_FILE = "shards.json"  # which shard holds each sample (SISA) and each user
 
 
 def subsample(rows: list[dict], max_samples: int | None, seed: int = 0) -> list[dict]:
@@ -97,7 +99,7 @@ def read_split(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    path = Path(data_dir) / "manifest.json"
+    path = Path(data_dir) / MANIFEST_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{data_dir} is not a prepared data folder (no manifest.json); "

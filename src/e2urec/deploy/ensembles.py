@@ -23,12 +23,9 @@ from e2urec.checkpoints.folders import META_FILE, copy_model_tree, read_meta
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig, to_dict
 from e2urec.deploy.store import Store, StoreError, create_store, delete_inside, read_info
 from e2urec.fileio import atomic_dir, write_json
-from e2urec.methods.base import (
-    ShardEnsembleUnlearner,
-    UnlearnContext,
-    get_method,
-    parse_options,
-)
+from e2urec.methods.base import UnlearnContext
+from e2urec.methods.ensemble_base import ShardEnsembleUnlearner
+from e2urec.methods.registry import get_method, parse_options
 from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import check_slice_training, shard_assignment
 
@@ -38,7 +35,7 @@ AGGREGATOR_FILE = "aggregator.safetensors"
 
 def ensemble_methods() -> list[str]:
     """The methods whose result is a shard ensemble, the exact path a store can serve."""
-    from e2urec.methods.base import REGISTRY
+    from e2urec.methods.registry import REGISTRY
 
     return sorted(n for n, c in REGISTRY.items() if issubclass(c, ShardEnsembleUnlearner))
 

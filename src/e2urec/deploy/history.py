@@ -116,3 +116,18 @@ def format_auditor(auditor: dict[str, Any] | None) -> str:
             f"request is told from never-trained users at alpha {power['alpha']}: {sizes} "
             f"(false-alarm rate {power['false_alarm_rate']:.2f}, measured at init on "
             f"{power['users']} users)")
+
+
+def format_rebuild(report: dict[str, Any], version: str) -> str:
+    """``deploy verify --rebuild``'s verdict in words."""
+    threads = report["threads"]
+    if report["exact"]:
+        return (f"exact: version {version}'s {report['members']} shard models (and aggregator) "
+                "equal, tensor for tensor, a rebuild from the store's data, which holds no "
+                "forgotten user")
+    lines = [f"not exact: {report['difference']}"]
+    if threads["served"] is not None and threads["served"] != threads["rebuild"]:
+        lines.append(f"the store trained with {threads['served']} torch thread(s), this rebuild "
+                     f"with {threads['rebuild']}: sums in another order differ in the last "
+                     f"bits; rerun with --threads {threads['served']} before concluding")
+    return "\n".join(lines)

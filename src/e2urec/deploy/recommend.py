@@ -10,7 +10,8 @@ from e2urec.checkpoints.scorers import load_scorer
 from e2urec.data.catalog import read_catalog
 from e2urec.data.prompts import YES_ANSWER
 from e2urec.data.samples import read_manifest
-from e2urec.deploy.store import Store, backbone_altered
+from e2urec.deploy.status import backbone_altered
+from e2urec.deploy.store import Store
 from e2urec.evaluation.predict import predict_groups
 from e2urec.fileio import folder_sha256
 

@@ -45,13 +45,10 @@ from e2urec.checkpoints.folders import (
     save_model,
 )
 from e2urec.config import BackboneConfig, TrainConfig, from_dict, to_dict
-from e2urec.data.catalog import ITEMS_FILE, USERS_FILE, VOCABULARY_FILE, items_rated_by
-from e2urec.data.samples import SPLITS, read_json_lines, read_jsonl, read_manifest, write_jsonl
-from e2urec.deploy.auditor import AUDITOR_DIR, train_auditor
-from e2urec.deploy.auditor import problems as auditor_problems
+from e2urec.data.samples import read_manifest
+from e2urec.deploy.auditor import train_auditor
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
-from e2urec.deploy.verify import Verification
-from e2urec.fileio import LOCK_FILE as LOCK_NAME
+from e2urec.deploy.redaction import copy_data, data_users
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
 from e2urec.training.finetune import initial_backbone
 from e2urec.training.references import MIN_REFERENCES, check_count
@@ -142,46 +139,6 @@ def delete_inside(root: Path, path: Path) -> bool:
     else:
         entry.unlink()
     return True
-
-
-def links_in(root: Path) -> list[str]:
-    """Symbolic links anywhere in the store: a store holds none of its own making."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            if (Path(folder) / name).is_symlink():
-                found.append(str((Path(folder) / name).relative_to(root)))
-    return sorted(found)
-
-
-def leftovers(root: Path) -> list[Path]:
-    """Temporary copies an interrupted write left (``.data.tmp*``, ``.data.old*``, ...).
-
-    They may hold rows of users forgotten since, so they are reported and purged.
-    """
-    places = [root, root / "versions", root / "work", root / AUDITOR_DIR]
-    return sorted(p for place in places if place.is_dir() for p in place.iterdir()
-                  if LEFTOVER.fullmatch(p.name))
-
-
-def stale_scratch(store: Store) -> list[Path]:
-    """Scratch no unfinished request needs: an interrupted rebuild's shard models, a
-    failed or ended request's folder, an interrupted write's copies. Any of it may hold
-    forgotten users' rows or models trained on them, so it is purged."""
-    wanted = {r["id"] for r in store.ledger.unfinished()}
-    work = store.root / "work"
-    scratch = [p for p in work.iterdir() if p.name not in wanted and p.name != LOCK_NAME] \
-        if work.is_dir() else []
-    return sorted({*scratch, *leftovers(store.root)})
-
-
-def purge_scratch(store: Store) -> list[str]:
-    """Delete :func:`stale_scratch` (the caller holds the store's lock); what went."""
-    gone = []
-    for path in stale_scratch(store):
-        delete_inside(store.root, path)
-        gone.append(f"{path.relative_to(store.root)} (stale scratch)")
-    return gone
 
 
 def open_store(root: str | Path) -> Store:
@@ -343,145 +300,3 @@ def read_info(root: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def copy_data(source: Path, target: Path, drop_users: set[str]) -> dict[str, int]:
-    """Copy a prepared data folder without anything of ``drop_users``; rows dropped per file.
-
-    Samples, holdout ids, canary entries, shard maps, the user catalogue and the
-    movies only they rated all lose the users; ``target`` is written whole and
-    replaces what was there.
-    """
-    dropped: dict[str, int] = {}
-    manifest = read_manifest(source)
-    gone_samples: set[int] = set()
-    with atomic_dir(target) as tmp:
-        for split in SPLITS:
-            path = source / f"{split}.jsonl"
-            if path.is_file():
-                rows = read_jsonl(path)
-                kept = [r for r in rows if r["user_id"] not in drop_users]
-                gone_samples.update(r["sample_id"] for r in rows if r["user_id"] in drop_users)
-                dropped[split] = len(rows) - len(kept)
-                write_jsonl(tmp / path.name, kept)
-        if (source / USERS_FILE).is_file():
-            users = read_json_lines(source / USERS_FILE, ("user_id",))
-            kept_users = [u for u in users if u["user_id"] not in drop_users]
-            dropped["users"] = len(users) - len(kept_users)
-            write_jsonl(tmp / USERS_FILE, kept_users)
-        if (source / ITEMS_FILE).is_file() and (source / USERS_FILE).is_file():
-            items = read_json_lines(source / ITEMS_FILE, ("item_id", "title"))
-            kept_items = items_rated_by(items, kept_users)
-            dropped["movies only they rated"] = len(items) - len(kept_items)
-            write_jsonl(tmp / ITEMS_FILE, kept_items)
-        if (source / VOCABULARY_FILE).is_file():
-            shutil.copy2(source / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
-        if (source / "shards.json").is_file():
-            shards = json.loads((source / "shards.json").read_text())
-            write_json(tmp / "shards.json", without_users_in_shards(shards, drop_users,
-                                                                    gone_samples))
-        write_json(tmp / "manifest.json", without_users(manifest, drop_users, dropped))
-    return {k: v for k, v in dropped.items() if v}
-
-
-def without_users_in_shards(shards: dict[str, Any], users: set[str],
-                            samples: set[int]) -> dict[str, Any]:
-    """The shard maps without ``users`` (user shards) and their ``samples`` (SISA)."""
-    out = dict(shards)
-    out["sisa"] = {k: v for k, v in shards.get("sisa", {}).items() if int(k) not in samples}
-    out["user_balanced"] = {u: v for u, v in shards.get("user_balanced", {}).items()
-                            if u not in users}
-    return out
-
-
-def without_users(manifest: dict[str, Any], users: set[str],
-                  dropped: dict[str, int]) -> dict[str, Any]:
-    """The manifest with ``users`` gone from every user list and the counts updated."""
-    out = dict(manifest)
-    out["counts"] = {k: v - dropped.get(k, 0) for k, v in manifest.get("counts", {}).items()}
-    out["forget_user_ids"] = [u for u in manifest.get("forget_user_ids", []) if u not in users]
-    holdout = manifest.get("holdout_user_ids") or {}
-    out["holdout_user_ids"] = {k: [u for u in v if u not in users] for k, v in holdout.items()}
-    if manifest.get("canaries"):
-        canaries = dict(manifest["canaries"])
-        canaries["users"] = {u: v for u, v in canaries["users"].items() if u not in users}
-        out["canaries"] = canaries if canaries["users"] else None
-    return out
-
-
-def data_users(data_dir: Path) -> set[str]:
-    """Every user with a row anywhere in the data (samples or catalogue)."""
-    users: set[str] = set()
-    for split in SPLITS:
-        path = data_dir / f"{split}.jsonl"
-        if path.is_file():
-            users.update(r["user_id"] for r in read_jsonl(path))
-    if (data_dir / USERS_FILE).is_file():
-        users.update(u["user_id"] for u in read_json_lines(data_dir / USERS_FILE, ("user_id",)))
-    return users
-
-
-def backbone_altered(store: Store) -> str | None:
-    """Why ``backbone/`` cannot be trusted (its files differ from the recorded hashes)."""
-    recorded = read_info(store.root).get("backbone_sha256")
-    if recorded and folder_sha256(store.root / BACKBONE_DIR) != recorded:
-        return (f"{BACKBONE_DIR}/ differs from its recorded hashes (altered or damaged): "
-                "every version's start, or its LoRA shards' base, is it")
-    return None
-
-
-def audit_users(data_dir: Path) -> list[str]:
-    """The never-trained users the store verifies against."""
-    return list((read_manifest(data_dir).get("holdout_user_ids") or {}).get("audit", []))
-
-
-def status(store: Store) -> dict[str, Any]:
-    """Whether the store is consistent, and what is unfinished.
-
-    Consistent: the current version's files are whole and match their
-    recorded hashes, the data holds no forgotten user's row unless a request
-    is between applying and purging (it is then listed as unfinished), no
-    interrupted write left a temporary copy behind, and nothing is a link.
-    """
-    problems: list[str] = []
-    ledger = store.ledger
-    current = ledger.current()
-    folder = store.version_dir(current.id)
-    if not folder.is_dir():
-        problems.append(f"current version {current.id}: folder {folder} is missing")
-    elif folder_sha256(folder) != current.model_sha256:
-        problems.append(f"current version {current.id}: files differ from their recorded "
-                        "hashes (altered or damaged)")
-    if altered := backbone_altered(store):
-        problems.append(altered)
-    if links := links_in(store.root):
-        problems.append(f"the store holds symbolic links ({', '.join(links[:5])}); it never "
-                        "makes one and never deletes through one: remove them")
-    unfinished = ledger.unfinished()
-    purging = {u for r in unfinished if r["status"] == "applied" for u in r["users"]}
-    leftover = (data_users(store.data_dir) & set(ledger.forgotten())) - purging
-    if leftover:
-        problems.append(f"data still holds forgotten users {sorted(leftover)[:10]}")
-    if not purging:  # a purge trains the references that hold its users again
-        problems += auditor_problems(store)
-    known = {v.id for v in ledger.versions() if v.state != "purged"}
-    versions = store.root / "versions"
-    on_disk = {p.name for p in versions.iterdir() if not p.name.startswith(".")} \
-        if versions.is_dir() else set()
-    copies = [str(p.relative_to(store.root)) for p in leftovers(store.root)]
-    stale = [str(p.relative_to(store.root)) for p in stale_scratch(store)
-             if str(p.relative_to(store.root)) not in copies]
-    return {
-        "consistent": not problems and not copies and not stale, "problems": problems,
-        "stale_scratch": stale,
-        "current": current.id, "versions": len(known),
-        "audit_users": len(audit_users(store.data_dir)),
-        "auditor": read_info(store.root).get("auditor"),
-        "min_audit_users": Verification().min_audit_users,
-        "forgotten_users": len(ledger.forgotten()),
-        "unfinished": [{"id": r["id"], "status": r["status"], "users": r["users"]}
-                       for r in unfinished],
-        "unrecorded_versions": sorted(on_disk - known),
-        "leftover_copies": copies,
-        "leftover_work": sorted(p.name for p in (store.root / "work").glob("*")
-                                if not LEFTOVER.fullmatch(p.name))
-        if (store.root / "work").is_dir() else [],
-    }

@@ -18,8 +18,8 @@ user and both ways (still remembered, or forgotten past a never-trained user):
   unseen one does to this user's answers).
 
 Each user is tested at ``alpha / users`` two-sided (Bonferroni), and a request
-of ``MIN_POOLED_USERS`` or more users also as a whole, by the bench's verdict
-(:mod:`e2urec.evaluation.verdict`: the same code on the request's users). Losses
+of several users also as a whole (deploy/measurements.py says how). The
+measurements are made by deploy/measurements.py. Losses
 are binary (-log P(true answer) over Yes/No) and forget rows unplanted, as in
 the bench. A measurement that cannot be made fails the request with the
 reason; it never passes it.
@@ -28,33 +28,19 @@ reason; it never passes it.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import norm
 
-from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import ConfigError, from_dict, option
-from e2urec.data.samples import read_split, subsample, unplanted
-from e2urec.evaluation.audit import membership_auc
-from e2urec.evaluation.lira import Calibration, ReferenceLevels, pooled_test, user_scores
 from e2urec.evaluation.metrics import utility
-from e2urec.evaluation.predict import predict
-from e2urec.evaluation.verdict import GroupScores, VerdictOptions, canary_lifts
 from e2urec.evaluation.verdict import summary as group_summary
-from e2urec.evaluation.verdict import verdict as group_verdict
 
 # A {0, 1} answer's largest variance: the floor of a paired lift's, so that a handful of
 # identical answers is not taken for certainty.
 COIN_VARIANCE = 0.25
-# A request of this many users is also judged as a whole by the bench's verdict (user-level
-# bootstrap); fewer users give a bootstrap of too few distinct draws, so each user's own
-# test decides alone.
-MIN_POOLED_USERS = 5
 
 
 @dataclass
@@ -120,113 +106,6 @@ class Verification:
                 if getattr(self, f.name) != getattr(default, f.name)}
 
 
-def verification_rows(data_dir: Path, verification: Verification
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rows a request is verified on: the users' unplanted training rows (canary rows
-    have their own test) and a seeded subset of the audit rows."""
-    return (unplanted(read_split(data_dir, "forget")),
-            subsample(read_split(data_dir, "audit"), verification.max_samples,
-                      verification.seed))
-
-
-def measure(model_dir: Path, data_dir: Path, verification: Verification,
-            levels: tuple[ReferenceLevels, ReferenceLevels] | None = None) -> dict[str, Any]:
-    """Everything :func:`verdict` reads, for the request's data folder and one model.
-
-    ``levels``: the auditor's reference levels on :func:`verification_rows` (forget,
-    audit), for the per-user likelihood-ratio test.
-    """
-    scorer = load_scorer(model_dir)  # one model or a shard ensemble
-    valid = predict(scorer, subsample(read_split(data_dir, "valid"), verification.max_samples,
-                                      verification.seed))
-    forget_rows, audit_rows = verification_rows(data_dir, verification)
-    forget = predict(scorer, forget_rows)
-    audit_users = sorted({r["user_id"] for r in audit_rows})
-    out: dict[str, Any] = {"valid_auc": utility(valid.labels, valid.p_yes)["auc"],
-                           "forget_auc": utility(forget.labels, forget.p_yes)["auc"],
-                           "audit_users": len(audit_users), "users": {},
-                           # per valid row, for the paired AUC drop; never recorded
-                           "_valid": (valid.labels, valid.p_yes)}
-    if len(audit_users) < max(2, verification.min_audit_users):
-        return out
-    audit = predict(scorer, audit_rows)
-    out["mia_auc"] = membership_auc(forget.loss, audit.loss)
-    _loss_attack(out, forget_rows, forget.loss, audit_rows, audit.loss, verification)
-    lira = _reference_test(out, levels, forget.loss, audit.loss, verification)
-    canary = canary_lifts(scorer, data_dir, verification.decoys, verification.seed)
-    for user, lift in canary.items():
-        out["users"].setdefault(user, {"rows": 0}).update(
-            canary_rows=len(lift.lift), canary_lift=float(lift.lift.mean()),
-            canary_var=float(lift.lift.var()), null_lift=float(lift.decoy_lift.mean()),
-            null_var=float(lift.decoy_lift.var()), null_rows=len(lift.decoy_lift))
-    if canary:
-        out["canary_lift"] = float(np.mean([c.lift.mean() for c in canary.values()]))
-    if len(out["users"]) >= MIN_POOLED_USERS:
-        # The request as a whole: the bench's verdict, on this request's users.
-        out["group"] = group_verdict(
-            GroupScores.of(forget_rows, forget), GroupScores.of(audit_rows, audit),
-            list(canary.values()), VerdictOptions(alpha=verification.alpha,
-                                                  margin=verification.mia_margin,
-                                                  decoys=verification.decoys,
-                                                  seed=verification.seed), lira=lira)
-    return out
-
-
-def _loss_attack(out: dict[str, Any], forget_rows: list[dict[str, Any]], forget_loss: np.ndarray,
-                 audit_rows: list[dict[str, Any]], audit_loss: np.ndarray,
-                 verification: Verification) -> None:
-    """Each user's loss-threshold AUC, with the never-trained band for their row count."""
-    rng = np.random.default_rng(verification.seed)
-    audit_by_user = _by_user(audit_rows, audit_loss)
-    bands: dict[int, tuple[float, float]] = {}  # users with as many rows share one band
-    for user, losses in _by_user(forget_rows, forget_loss).items():
-        if len(losses) not in bands:
-            bands[len(losses)] = null_band(audit_by_user, len(losses), verification.draws, rng)
-        mean, sd = bands[len(losses)]
-        out["users"][user] = {"rows": len(losses), "mia_auc": membership_auc(losses, audit_loss),
-                              "null_mean": mean, "null_sd": sd}
-
-
-def _reference_test(out: dict[str, Any], levels: tuple[ReferenceLevels, ReferenceLevels] | None,
-                    forget_loss: np.ndarray, audit_loss: np.ndarray,
-                    verification: Verification
-                    ) -> tuple[dict[str, float], dict[str, float]] | None:
-    """Each user's calibrated score against the references, and a small request pooled;
-    the raw scores (forget, audit), or None without references."""
-    if levels is None:
-        return None
-    forget, audit = user_scores(levels[0], forget_loss), user_scores(levels[1], audit_loss)
-    calibration = Calibration.of(np.array(list(audit.values())))
-    for user, score in forget.items():
-        out["users"][user].update(lira=float(calibration.standardise(np.array([score]))[0]),
-                                  lira_audit_users=calibration.users)
-    if 2 <= len(forget) < MIN_POOLED_USERS:
-        out["pooled"] = pooled_test(forget, audit, verification.alpha)
-    return forget, audit
-
-
-def _by_user(rows: Sequence[dict[str, Any]], values: np.ndarray) -> dict[str, np.ndarray]:
-    grouped: dict[str, list[float]] = defaultdict(list)
-    for row, value in zip(rows, values, strict=True):
-        grouped[row["user_id"]].append(float(value))
-    return {user: np.array(v) for user, v in grouped.items()}
-
-
-def null_band(audit: dict[str, np.ndarray], rows: int, draws: int,
-              rng: np.random.Generator) -> tuple[float, float]:
-    """Mean and spread of a never-trained user's membership AUC with ``rows`` rows.
-
-    Each audit user in turn plays the forgotten user: ``rows`` of their losses
-    (drawn with replacement) against every other audit user's.
-    """
-    values = []
-    for user, losses in audit.items():
-        others = np.concatenate([v for u, v in audit.items() if u != user])
-        for _ in range(draws):
-            values.append(membership_auc(rng.choice(losses, size=rows), others))
-    return float(np.mean(values)), float(np.std(values, ddof=1))
-
-
 def paired_auc_se(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray],
                   seed: int, draws: int = 200) -> float:
     """Bootstrap standard error of the AUC difference of two models on the same rows."""
@@ -242,11 +121,6 @@ def paired_auc_se(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray
     return float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
 
 
-def recorded(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What the ledger keeps of a measurement (per-row arrays stay out)."""
-    return {k: v for k, v in metrics.items() if not k.startswith("_")}
-
-
 def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verification,
             exact: bool = False) -> str | None:
     """Why the candidate fails verification, or None when it passes.
@@ -258,14 +132,8 @@ def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verific
     left does not stop it, and power is not asked of it.
     """
     if after["audit_users"] < verification.min_audit_users:
-        if exact:
-            return _utility(before, after, verification)
-        return (f"too few held-out users left to verify an approximate deletion: "
-                f"{after['audit_users']} audit user(s), at least "
-                f"{verification.min_audit_users} needed (the exact path needs none; to "
-                "verify again, prepare the data with a larger --holdout-fraction, train "
-                "the Original on it and `e2urec deploy init --overwrite` the store: its "
-                "forgotten users are carried forward)")
+        return _utility(before, after, verification) if exact else \
+            _too_few_audit_users(after, verification)
     reasons = [r for r in (_utility(before, after, verification),) if r]
     z = _z(after, verification)
     for user, m in after["users"].items():
@@ -283,6 +151,24 @@ def verdict(before: dict[str, Any], after: dict[str, Any], verification: Verific
     if verification.power and not exact:
         reasons += _without_power(before, after, verification)
     return "; ".join(reasons) or None
+
+
+def _too_few_audit_users(measured: dict[str, Any], verification: Verification) -> str:
+    return (f"too few held-out users left to verify an approximate deletion: "
+            f"{measured['audit_users']} audit user(s), at least "
+            f"{verification.min_audit_users} needed (the exact path needs none; to "
+            "verify again, prepare the data with a larger --holdout-fraction, train "
+            "the Original on it and `e2urec deploy init --overwrite` the store: its "
+            "forgotten users are carried forward)")
+
+
+def cannot_show(before: dict[str, Any], verification: Verification,
+                stated: float | None = None) -> str | None:
+    """Why no approximate deletion of these users could pass, read before any unlearning
+    (None: one could): too few audit users left, or no power."""
+    if before["audit_users"] < verification.min_audit_users:
+        return _too_few_audit_users(before, verification)
+    return no_power(before, verification, stated) if verification.power else None
 
 
 def _z(measured: dict[str, Any], verification: Verification) -> float:

@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
 from e2urec.config import option
-from e2urec.methods.base import FullCopyUnlearner, Unlearned, register
+from e2urec.methods.base import FullCopyUnlearner, Unlearned
+from e2urec.methods.registry import register
 from e2urec.training.losses import answer_scoped_teacher, soft_ce
 from e2urec.training.teachers import TeacherCache, frozen
 from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions

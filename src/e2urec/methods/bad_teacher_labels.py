@@ -8,7 +8,8 @@ from typing import Any
 from e2urec.backbones.registry import Backbone
 from e2urec.config import option
 from e2urec.data.prompts import NO_ANSWER, YES_ANSWER
-from e2urec.methods.base import FullCopyUnlearner, register
+from e2urec.methods.base import FullCopyUnlearner
+from e2urec.methods.registry import register
 from e2urec.training.losses import label_loss
 from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 

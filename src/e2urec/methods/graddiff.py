@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from e2urec.config import option
-from e2urec.methods.base import register
 from e2urec.methods.neggrad import NegGrad, NegGradOptions
+from e2urec.methods.registry import register
 from e2urec.training.unlearn_loop import Schedule
 
 

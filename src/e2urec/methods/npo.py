@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import answer_logits
 from e2urec.config import ConfigError, option
-from e2urec.methods.base import FullCopyUnlearner, register
+from e2urec.methods.base import FullCopyUnlearner
+from e2urec.methods.registry import register
 from e2urec.training.losses import label_ce, per_sample_ce
 from e2urec.training.unlearn_loop import LossFn, Schedule, SteppingOptions
 

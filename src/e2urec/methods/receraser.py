@@ -16,7 +16,8 @@ from e2urec.checkpoints.folders import load_model
 from e2urec.checkpoints.scorers import AttentionAggregator, EnsembleScorer
 from e2urec.config import option
 from e2urec.data.samples import subsample
-from e2urec.methods.base import ShardEnsembleUnlearner, ShardOptions, register
+from e2urec.methods.ensemble_base import ShardEnsembleUnlearner, ShardOptions
+from e2urec.methods.registry import register
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from e2urec.backbones.registry import Backbone
-from e2urec.methods.base import Unlearned, Unlearner, register
+from e2urec.methods.base import Unlearned, Unlearner
+from e2urec.methods.registry import register
 from e2urec.training.finetune import finetune, initial_backbone, lora_base_dir, save_base
 
 

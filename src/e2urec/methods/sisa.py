@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from e2urec.config import option
-from e2urec.methods.base import ShardEnsembleUnlearner, ShardOptions, register
+from e2urec.methods.ensemble_base import ShardEnsembleUnlearner, ShardOptions
+from e2urec.methods.registry import register
 
 
 @dataclass

@@ -24,7 +24,7 @@ from accelerate import Accelerator
 
 from e2urec.checkpoints.folders import META_FILE, load_model, read_meta, save_ensemble, save_model
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig, to_dict
-from e2urec.data.samples import read_split
+from e2urec.data.samples import SHARDS_FILE, read_split
 from e2urec.fileio import atomic_dir
 from e2urec.training.finetune import (
     finetune,
@@ -49,7 +49,7 @@ def shard_assignment(data_dir: Path, scheme: str) -> tuple[int, Assign]:
     """(K, sample -> shard) from the prepared ``shards.json``."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown shard scheme {scheme!r}; choose one of {SCHEMES}")
-    path = Path(data_dir) / "shards.json"
+    path = Path(data_dir) / SHARDS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run `e2urec prepare` again")
     shards = json.loads(path.read_text())

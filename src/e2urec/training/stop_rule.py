@@ -37,6 +37,7 @@ from e2urec.backbones.registry import Backbone
 from e2urec.backbones.scoring import AnswerTokens, answer_logits, binary_log_loss, p_yes
 from e2urec.config import ConfigError, option
 from e2urec.data.samples import unplanted
+from e2urec.training.loop import trainable_state
 
 Batch = dict[str, torch.Tensor]
 MEASURES = ("loss", "ranking", "membership")
@@ -214,3 +215,39 @@ def decide(point: dict[str, Any], previous: dict[str, Any], start: dict[str, Any
     kept = previous["step"] if keep_previous else point["step"]
     return f"{why} at step {point['step']}; kept step {kept}, the closer to the aim", \
         keep_previous
+
+
+@dataclass
+class Guard:
+    """The stop rule at work during a run: the last checked point and its weights."""
+
+    stop: StopRule
+    start: dict[str, Any] | None
+    floor: float
+    previous: dict[str, Any] | None
+    previous_state: dict[str, torch.Tensor] | None
+
+    @classmethod
+    def begin(cls, stop: StopRule, start: dict[str, Any] | None, model: torch.nn.Module
+              ) -> Guard:
+        """Before the first step (``start``: the probe's measurement, None without one)."""
+        watching = start is not None and stop.kind != "none"
+        return cls(stop, start, auc_floor(start, stop) if start is not None else -math.inf,
+                   start, trainable_state(model) if watching else None)
+
+    def check(self, point: dict[str, Any], model: torch.nn.Module) -> tuple[str, int] | None:
+        """At a check: None to go on; else why the run stops and the step whose weights
+        ``model`` now holds (an earlier step's are restored into it)."""
+        if self.stop.kind == "none":
+            return None
+        if point["probe_auc"] < self.floor:
+            model.load_state_dict(self.previous_state, strict=False)
+            return (f"probe AUC {point['probe_auc']:.4f} fell below {self.floor:.4f}: "
+                    f"restored step {self.previous['step']}", self.previous["step"])
+        if verdict := decide(point, self.previous, self.start, self.stop):
+            why, keep_previous = verdict
+            if keep_previous:
+                model.load_state_dict(self.previous_state, strict=False)
+            return why, self.previous["step"] if keep_previous else point["step"]
+        self.previous, self.previous_state = point, trainable_state(model)
+        return None

@@ -20,12 +20,10 @@ from tqdm.auto import tqdm
 
 from e2urec.backbones.registry import Backbone
 from e2urec.config import ConfigError, option
-from e2urec.training.loop import trainable_state
 from e2urec.training.stop_rule import (
+    Guard,
     Probe,
     StopRule,
-    auc_floor,
-    decide,
     measure,
     nothing_to_unlearn,
 )
@@ -122,53 +120,45 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
     if start is not None and (reason := nothing_to_unlearn(start, stop)):
         _finish(history, model, backbone, accelerator, 0)
         return stopped_before_start(start, reason)
-    floor = auc_floor(start, stop) if start is not None else -math.inf
-    previous, previous_state = start, None
-    if probe is not None and stop.kind != "none":
-        previous_state = trainable_state(accelerator.unwrap_model(model))
-    step = 0
-    steps_per_epoch = len(forget_data)
+    guard = Guard.begin(stop, start, accelerator.unwrap_model(model))
     # A fractional epoch count (the reference's step budget) ends mid-epoch.
-    total_steps = max(1, round(schedule.epochs * steps_per_epoch))
-    for epoch in range(math.ceil(schedule.epochs)):
+    total_steps = max(1, round(schedule.epochs * len(forget_data)))
+    step = 0
+    for epoch, forget_batch, retain_batch in _batches(forget_data, retain_iter, schedule,
+                                                      total_steps, accelerator, desc):
+        loss, logs = loss_fn(model, forget_batch, retain_batch)
+        accelerator.backward(loss)
+        if schedule.max_grad_norm:
+            accelerator.clip_grad_norm_(params, schedule.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        history["steps"].append({"step": step, "epoch": epoch, "loss": loss.item(),
+                                 **{k: float(v) for k, v in logs.items()}})
+        if probe is None or (step % stop.check_every and step < total_steps):
+            continue
+        if ended := guard.check(evaluate(step, epoch), accelerator.unwrap_model(model)):
+            history["stopped"], history["kept_step"] = ended
+            break
+    return _finish(history, model, backbone, accelerator, step)
+
+
+def _batches(forget_data: DataLoader, retain_iter: Iterator[Batch] | None,
+             schedule: Schedule, total_steps: int, accelerator: Accelerator, desc: str
+             ) -> Iterator[tuple[int, Batch, Batch | None]]:
+    """(epoch, forget batch, retain batch or None) for each of ``total_steps`` steps."""
+    step = 0
+    epochs = math.ceil(schedule.epochs)
+    for epoch in range(epochs):
         joint = epoch >= schedule.forget_only_epochs and retain_iter is not None
-        bar = tqdm(forget_data, desc=f"{desc} epoch {epoch + 1}/{math.ceil(schedule.epochs)}"
+        bar = tqdm(forget_data, desc=f"{desc} epoch {epoch + 1}/{epochs}"
                    f"{' (joint)' if joint else ' (forget)'}",
                    disable=None if accelerator.is_local_main_process else True, leave=False)
         for forget_batch in bar:
             if step >= total_steps:
-                break
-            retain_batch = next(retain_iter) if joint else None
-            loss, logs = loss_fn(model, forget_batch, retain_batch)
-            accelerator.backward(loss)
-            if schedule.max_grad_norm:
-                accelerator.clip_grad_norm_(params, schedule.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                return
             step += 1
-            history["steps"].append({"step": step, "epoch": epoch, "loss": loss.item(),
-                                     **{k: float(v) for k, v in logs.items()}})
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if probe is None or (step % stop.check_every and step < total_steps):
-                continue
-            point = evaluate(step, epoch)
-            if stop.kind == "none":
-                continue
-            inner = accelerator.unwrap_model(model)
-            if point["probe_auc"] < floor:
-                inner.load_state_dict(previous_state, strict=False)
-                history["stopped"] = f"probe AUC {point['probe_auc']:.4f} fell below " \
-                                     f"{floor:.4f}: restored step {previous['step']}"
-                history["kept_step"] = previous["step"]
-                return _finish(history, model, backbone, accelerator, step)
-            if verdict := decide(point, previous, start, stop):
-                history["stopped"], keep_previous = verdict
-                if keep_previous:
-                    inner.load_state_dict(previous_state, strict=False)
-                history["kept_step"] = previous["step"] if keep_previous else step
-                return _finish(history, model, backbone, accelerator, step)
-            previous, previous_state = point, trainable_state(inner)
-    return _finish(history, model, backbone, accelerator, step)
+            yield epoch, forget_batch, next(retain_iter) if joint else None
 
 
 def measure_before_unlearning(backbone: Backbone, probe: Probe, device: torch.device
