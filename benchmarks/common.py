@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-import threading
-import time
+import re
 from pathlib import Path
 
 import torch
@@ -68,48 +66,6 @@ def prepared_data(args: argparse.Namespace) -> Path:
     return out
 
 
-class PeakMemory:
-    """Peak memory over a block: CUDA allocations, or the process's resident set on Linux."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mb = float("nan")
-        self._stop = threading.Event()
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self._base = _rss_mb()
-            self._peak = self._base
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_mb())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = max(self._peak, _rss_mb())
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -120,3 +76,18 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def read_table(text: str, first_column: str) -> list[dict[str, str]]:
+    """The rows of a table :func:`print_table` wrote into ``text``, each keyed by its
+    column names (found by the first column's name)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_column + "  "))
+    headers = re.split(r"\s{2,}", lines[start].strip())
+    rows = []
+    for line in lines[start + 1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) != len(headers):
+            break
+        rows.append(dict(zip(headers, cells, strict=True)))
+    return rows

@@ -9,7 +9,7 @@ a multiple of Retrain's. The last lines name, per method, the cheapest point
 inside 0.7-1.3 on all three metrics with test AUC within 0.01 of the
 Original's, or say there is none:
 
-    python benchmarks/forgetting_frontier.py --data runs/refs/data-42 \\
+    python -m benchmarks.forgetting_frontier --data runs/refs/data-42 \\
         --original runs/refs/C-original-42 --methods neggrad,graddiff,npo,bad-teacher-labels
 
 Retrain is trained once in the work folder (its seconds are the cost unit).
@@ -20,31 +20,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from common import print_table  # noqa: E402
+import matplotlib.pyplot as plt
 
-from e2urec.bench.study import (  # noqa: E402
-    CLOSURE_BAND,
-    GAP_KEYS,
-    add_gap_closed,
-    canary_lift,
-    method_of,
-)
-from e2urec.checkpoints.folders import read_meta  # noqa: E402
-from e2urec.checkpoints.scorers import load_scorer  # noqa: E402
-from e2urec.config import BackboneConfig, TrainConfig, from_dict, merge_dicts  # noqa: E402
-from e2urec.data.samples import read_split  # noqa: E402
-from e2urec.evaluation.evaluate import evaluate  # noqa: E402
-from e2urec.methods import run_method  # noqa: E402
+from benchmarks.common import print_table
+from e2urec.bench.config import method_of
+from e2urec.bench.tables import CLOSURE_BAND, GAP_KEYS, add_gap_closed, canary_lift
+from e2urec.checkpoints.folders import read_meta
+from e2urec.checkpoints.scorers import load_scorer
+from e2urec.config import BackboneConfig, TrainConfig, from_dict, merge_dicts
+from e2urec.data.samples import read_split
+from e2urec.evaluation.evaluate import evaluate
+from e2urec.methods import run_method
 
 TEST_AUC_ALLOWANCE = 0.01
 

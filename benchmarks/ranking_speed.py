@@ -1,9 +1,9 @@
 """Ranking evaluation: every candidate prompt scored whole against each positive's
 shared prefix read once, side by side in one run on the same candidates.
 
-    python benchmarks/ranking_speed.py --data runs/demo/stages/data-*/data \
+    python -m benchmarks.ranking_speed --data runs/demo/stages/data-*/data \
         --models runs/demo/stages/original-*/model,runs/demo/stages/method-sisa-*/model
-    python benchmarks/ranking_speed.py --data DATA --models smollm2-135m \
+    python -m benchmarks.ranking_speed --data DATA --models smollm2-135m \
         --positives 3 --negatives 19
 
 For each model the table gives the seconds of both ways, their ratio, the
@@ -15,17 +15,12 @@ ratio: ``ranking speed-up: X``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import pick_device, print_table, scorers_of
-
+from benchmarks.common import pick_device, print_table, scorers_of
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import candidate_groups, candidate_scores, rank_metrics
 

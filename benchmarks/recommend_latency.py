@@ -4,7 +4,7 @@ ensemble, side by side on the same users in one run.
     e2urec deploy init --original runs/d/original --data runs/d/data --store runs/one
     e2urec deploy init --method receraser --slices 4 --data runs/d/data --store runs/exact \
         --set train.early_stopping=false
-    python benchmarks/recommend_latency.py --stores runs/one,runs/exact --users 5
+    python -m benchmarks.recommend_latency --stores runs/one,runs/exact --users 5
 
 Each store ranks every movie a user has not rated (one prompt a movie); the time
 covers loading the current version and scoring. The last line is the ratio
@@ -15,14 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import print_table
-
+from benchmarks.common import print_table
 from e2urec.checkpoints.folders import read_meta
 from e2urec.data.catalog import read_catalog
 from e2urec.deploy.recommend import recommend, store_history

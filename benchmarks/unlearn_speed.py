@@ -11,8 +11,8 @@ through the student once, logits only at the answer positions. Both must give
 the same loss on the first step (to 1e-5), so the speed-up changes nothing
 in the method.
 
-    python benchmarks/unlearn_speed.py --model tiny-llama
-    python benchmarks/unlearn_speed.py --model smollm2-135m --steps 2 --epochs 2
+    python -m benchmarks.unlearn_speed --model tiny-llama
+    python -m benchmarks.unlearn_speed --model smollm2-135m --steps 2 --epochs 2
 """
 
 from __future__ import annotations
@@ -21,19 +21,22 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import PeakMemory, add_common_args, pick_device, prepared_data, print_table, sync
-
+from benchmarks.common import (
+    add_common_args,
+    pick_device,
+    prepared_data,
+    print_table,
+    sync,
+)
 from e2urec.backbones.registry import create_backbone
 from e2urec.backbones.scoring import MODEL_INPUTS
 from e2urec.config import BackboneConfig, LoraConfig
 from e2urec.data.samples import read_split
-from e2urec.methods.e2urec import base_logits, distillation_loss, forget_teacher_fn
+from e2urec.methods.accounting import PeakMemory
+from e2urec.training.distillation import base_logits, distillation_loss, forget_teacher_fn
 from e2urec.training.loop import add_lora
 from e2urec.training.losses import forgetting_teacher, soft_ce
 from e2urec.training.teachers import TeacherCache
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> float:
     results = {}
     for name, loss_fn, opt in (("reference", ref_loss, ref_opt), ("ours", ours_loss, ours_opt)):
         losses, step_times = [], []
-        with PeakMemory(device) as memory:
+        with PeakMemory() as memory:
             sync(device)
             start = time.perf_counter()
             for _ in range(args.epochs):

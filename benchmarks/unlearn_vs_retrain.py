@@ -2,8 +2,8 @@
 
 The paper's efficiency claim, as ratios measured in one run on one Original:
 
-    python benchmarks/unlearn_vs_retrain.py --model tiny-llama --users 600
-    python benchmarks/unlearn_vs_retrain.py --model smollm2-135m --epochs 1
+    python -m benchmarks.unlearn_vs_retrain --model tiny-llama --users 600
+    python -m benchmarks.unlearn_vs_retrain --model smollm2-135m --epochs 1
 
 Every method's time runs from "the Original is loaded" to "the result is
 saved". The one-user request forgets one user of the 20% request from the
@@ -14,7 +14,7 @@ defaults unless ``--e2urec-option`` says otherwise, SISA (the exact path) unless
 ``sisa/retrain one user: X`` and ``sisa/retrain 20%: Y`` (with ``--seeds``, their
 means over the seeds, each seed side by side in one run):
 
-    python benchmarks/unlearn_vs_retrain.py --methods e2urec --seeds 42,43,44 \
+    python -m benchmarks.unlearn_vs_retrain --methods e2urec --seeds 42,43,44 \
         --data runs/demo-seeds/stages/data-A/data --data ... (one a seed)
 """
 
@@ -24,14 +24,11 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import add_common_args, pick_device, prepared_data, print_table
-
-from e2urec.bench.study import canary_lift, load_study
+from benchmarks.common import add_common_args, pick_device, prepared_data, print_table
+from e2urec.bench.config import load_study
+from e2urec.bench.tables import canary_lift
 from e2urec.checkpoints.scorers import load_scorer
 from e2urec.config import BackboneConfig, TrainConfig, parse_overrides
 from e2urec.data.samples import read_manifest, read_split, write_jsonl
