@@ -42,15 +42,3 @@ def test_ranking_speed_agrees_with_whole_prompt_scoring(prepared_dir, llama_orig
     assert float(row["max |dP|"]) < 1e-4  # the shared prefix changes no score
     assert float(row["whole s"]) > 0 and float(row["shared-prefix s"]) > 0
     assert "ranking speed-up:" in out
-
-
-def test_forgetting_frontier_scores_each_setting_against_retrain(prepared_dir, llama_original,
-                                                                tmp_path, capsys):
-    benchmark("forgetting_frontier").main([
-        "--data", str(prepared_dir), "--original", str(llama_original), "--methods", "neggrad",
-        "--lr-scales", "1", "--epochs", "1", "--stop", "none", "--max-samples", "40",
-        "--workdir", str(tmp_path)])
-    rows = {r["method"]: r for r in read_table(capsys.readouterr().out, "method")}
-    assert set(rows) == {"original", "retrain", "neggrad"}
-    assert rows["neggrad"]["lr_scale"] == "1.0" and int(rows["neggrad"]["steps"]) > 0
-    assert (tmp_path / "forgetting_frontier.png").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,46 @@ def method_of(entry: str) -> str:
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """A study from YAML; ``extends: other.yaml`` starts from another study's settings,
-    and ``overrides`` (nested, as :func:`parse_overrides` gives) go over the file's."""
+    and ``overrides`` (nested, as :func:`parse_overrides` gives) go over the file's.
+    A method's ``grid`` becomes one variant per combination (:func:`expand_grids`)."""
     path = Path(path)
-    return from_dict(StudyConfig, merge_dicts(read_config_file(path), overrides or {}),
-                     path.name)
+    data = merge_dicts(read_config_file(path), overrides or {})
+    if isinstance(data.get("methods"), dict):
+        data["methods"] = expand_grids(data["methods"])
+    return from_dict(StudyConfig, data, path.name)
+
+
+def expand_grids(methods: dict[str, Any]) -> dict[str, Any]:
+    """``npo: {grid: {schedule.lr_scale: [0.3, 1]}, stop: {kind: none}}`` becomes
+    ``npo/lr_scale=0.3`` and ``npo/lr_scale=1``, each with the other options: a sweep
+    is a study (every variant a method stage, scored and judged like any other)."""
+    out: dict[str, Any] = {}
+    for name, options in methods.items():
+        options = dict(options or {})
+        grid = options.pop("grid", None)
+        if grid is None:
+            out[name] = options
+            continue
+        if not isinstance(grid, dict) or not grid or not all(
+                isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(f"methods.{name}.grid: give each option key (dotted for a "
+                              "nested one) a non-empty list of values")
+        for values in itertools.product(*grid.values()):
+            label = ",".join(f"{key.rsplit('.', 1)[-1]}={value}"
+                             for key, value in zip(grid, values, strict=True))
+            variant = options
+            for key, value in zip(grid, values, strict=True):
+                variant = merge_dicts(variant, _nested(key, value))
+            out[f"{name}/{label}"] = variant
+    return out
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    *parents, leaf = dotted.split(".")
+    node: dict[str, Any] = {leaf: value}
+    for part in reversed(parents):
+        node = {part: node}
+    return node
 
 
 def seeded(study: StudyConfig, seed: int | None) -> StudyConfig:
