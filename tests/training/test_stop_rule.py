@@ -10,9 +10,9 @@ from e2urec.training.stop_rule import (
     StopRule,
     auc_floor,
     auc_standard_error,
-    decide,
     nothing_to_unlearn,
     open_measures,
+    stop_at,
 )
 
 
@@ -32,7 +32,7 @@ def test_a_gap_inside_its_noise_is_unlearned_all_the_same():
     small = check(0, 0.02, 0.01, 0.01, se=0.2)
     assert nothing_to_unlearn(small, StopRule()) is None
     half = check(4, 0.01, 0.005, 0.005, se=0.2)
-    assert decide(half, small, small, StopRule()) is None  # half closed: go on
+    assert stop_at(half, small, small, StopRule()) is None  # half closed: go on
 
 
 def test_only_a_start_with_no_open_measure_takes_no_step():
@@ -46,15 +46,15 @@ def test_only_a_start_with_no_open_measure_takes_no_step():
 def test_it_goes_on_until_every_measure_reaches_the_aim():
     rule = StopRule(noise_z=100)
     before = check(4, 0.2, 0.1, 0.05)  # half of each gap closed
-    assert decide(before, START, START, rule) is None
+    assert stop_at(before, START, START, rule) is None
     assert before["mean_share"] == pytest.approx(0.5)
     # The loss is past the probe users' level and the mean is past 1, but the ranking lags.
     lagging = check(8, -0.2, 0.04, 0.0)
-    assert decide(lagging, before, START, rule) is None and lagging["mean_share"] > 1
+    assert stop_at(lagging, before, START, rule) is None and lagging["mean_share"] > 1
     reached = check(12, 0.0, 0.0, 0.0)
-    why, keep_previous = decide(reached, lagging, START, rule)
+    why, keep_previous = stop_at(reached, lagging, START, rule)
     assert not keep_previous and "every measure's share closed reached 1" in why
-    assert decide(check(12, 0.0, 0.0, 0.0), lagging, START, StopRule(aim=1.2)) is None
+    assert stop_at(check(12, 0.0, 0.0, 0.0), lagging, START, StopRule(aim=1.2)) is None
 
 
 @pytest.mark.parametrize("previous_share,current_share,keeps_previous", [
@@ -67,8 +67,8 @@ def test_it_keeps_whichever_of_the_last_two_checks_lies_closer_to_the_aim(
         return check(step, *(g * (1 - share) for g in (0.4, 0.2, 0.1)), se=1.0)
 
     previous = at(4, previous_share)
-    decide(previous, START, START, StopRule(noise_z=100))
-    why, keep = decide(at(8, current_share), previous, START, StopRule(noise_z=100))
+    stop_at(previous, START, START, StopRule(noise_z=100))
+    why, keep = stop_at(at(8, current_share), previous, START, StopRule(noise_z=100))
     assert keep is keeps_previous
     assert f"kept step {4 if keeps_previous else 8}" in why
 
@@ -78,10 +78,10 @@ def test_one_measure_past_its_target_beyond_noise_stops_the_run_before_the_mean_
     # The membership attack is past the probe users' level by 2.4 standard errors; the
     # other two have closed a tenth.
     point = check(4, 0.36, 0.18, -0.12)
-    why, _ = decide(point, START, START, rule)
+    why, _ = stop_at(point, START, START, rule)
     assert point["mean_share"] < 1 and "membership past the probe users' level" in why
     # Past by less than its noise: not yet an overshoot.
-    assert decide(check(4, 0.36, 0.18, -0.05), START, START, rule) is None
+    assert stop_at(check(4, 0.36, 0.18, -0.05), START, START, rule) is None
 
 
 def test_the_probe_auc_guard_allows_the_aucs_own_noise_and_no_less_than_the_tolerance():

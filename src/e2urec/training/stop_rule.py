@@ -195,7 +195,7 @@ def nothing_to_unlearn(start: dict[str, Any], stop: StopRule) -> str | None:
             f"{start['membership_auc']:.4f}; nothing to unlearn")
 
 
-def decide(point: dict[str, Any], previous: dict[str, Any], start: dict[str, Any],
+def stop_at(point: dict[str, Any], previous: dict[str, Any], start: dict[str, Any],
            stop: StopRule) -> tuple[str, bool] | None:
     """At a check: None to go on, else (why it stops, whether to keep ``previous``)."""
     shares = shares_closed(point, start)
@@ -244,8 +244,8 @@ class Guard:
             model.load_state_dict(self.previous_state, strict=False)
             return (f"probe AUC {point['probe_auc']:.4f} fell below {self.floor:.4f}: "
                     f"restored step {self.previous['step']}", self.previous["step"])
-        if verdict := decide(point, self.previous, self.start, self.stop):
-            why, keep_previous = verdict
+        if ended := stop_at(point, self.previous, self.start, self.stop):
+            why, keep_previous = ended
             if keep_previous:
                 model.load_state_dict(self.previous_state, strict=False)
             return why, self.previous["step"] if keep_previous else point["step"]
