@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import torch
@@ -76,18 +75,3 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-
-
-def read_table(text: str, first_column: str) -> list[dict[str, str]]:
-    """The rows of a table :func:`print_table` wrote into ``text``, each keyed by its
-    column names (found by the first column's name)."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(first_column + "  "))
-    headers = re.split(r"\s{2,}", lines[start].strip())
-    rows = []
-    for line in lines[start + 1:]:
-        cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) != len(headers):
-            break
-        rows.append(dict(zip(headers, cells, strict=True)))
-    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from pathlib import Path
 
@@ -124,3 +125,20 @@ def scored_group(users: int, rows: int, memorised: float, seed: int):
     loss = -np.log(np.where(labels == 1, p_yes, 1 - p_yes))
     return GroupScores(np.repeat([f"{seed}-{u}" for u in range(users)], rows), labels, p_yes,
                        loss)
+
+
+def read_table(text: str, first_column: str) -> list[dict[str, str]]:
+    """The rows of a table printed as columns padded and joined by two spaces (the
+    benchmarks' tables, ``deploy history``), each keyed by its column names; found by the
+    first column's name. Trailing empty cells read as ""."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_column + "  "))
+    headers = re.split(r"\s{2,}", lines[start].strip())
+    rows = []
+    for line in lines[start + 1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if not line.strip() or len(cells) > len(headers) or len(cells) < 2:
+            break
+        rows.append(dict(zip(headers, cells + [""] * (len(headers) - len(cells)),
+                             strict=True)))
+    return rows

@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 
-from benchmarks.common import read_table
+from tests.helpers import read_table
 from tests.methods.conftest import family_name
 
 

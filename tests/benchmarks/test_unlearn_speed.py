@@ -4,6 +4,8 @@ import importlib
 
 import pytest
 
+from tests.helpers import read_table
+
 
 def load_benchmark(name: str):
     return importlib.import_module(f"benchmarks.{name}")
@@ -15,15 +17,16 @@ def test_reference_style_and_ours_take_the_same_first_step(model, prepared_dir, 
     speedup = speed.run(speed.build_parser().parse_args(
         ["--model", model, "--data", str(prepared_dir), "--steps", "2", "--epochs", "2",
          "--batch-size", "4", "--lora-r", "4", "--device", "cpu"]))
-    lines = capsys.readouterr().out.strip().splitlines()
-    gap = next(line for line in lines if line.startswith("first-step loss difference"))
+    out = capsys.readouterr().out
+    gap = next(line for line in out.splitlines()
+               if line.startswith("first-step loss difference"))
     assert float(gap.split(":")[1].split()[0]) <= 1e-5
-    rows = {line.split()[0]: line.split() for line in lines
-            if line.startswith(("reference ", "ours "))}
+    rows = {r["implementation"]: r for r in read_table(out, "implementation")}
     # Same data, model and initialisation: the first losses agree (the table's 6 decimals).
-    assert float(rows["reference"][-2]) == pytest.approx(float(rows["ours"][-2]), abs=2e-6)
+    assert float(rows["reference"]["first loss"]) == pytest.approx(
+        float(rows["ours"]["first loss"]), abs=2e-6)
     # The returned ratio is that of the printed totals (rounded to 0.01 s in the table).
-    ref, ours = float(rows["reference"][4]), float(rows["ours"][4])
+    ref, ours = float(rows["reference"]["total s"]), float(rows["ours"]["total s"])
     assert (ref - 0.005) / (ours + 0.005) <= speedup <= (ref + 0.005) / (ours - 0.005)
 
 

@@ -88,7 +88,7 @@ def test_the_latency_benchmark_times_both_kinds_of_store_on_the_same_users(
         ensemble_template, template_store, capsys):
     import importlib
 
-    from benchmarks.common import read_table
+    from tests.helpers import read_table
 
     importlib.import_module("benchmarks.recommend_latency").main(
         ["--stores", f"{template_store},{ensemble_template}", "--users", "2", "--top", "3"])

@@ -16,7 +16,7 @@ from e2urec.data.samples import SPLITS, read_jsonl
 from e2urec.deploy.ledger import LedgerError, Version, now
 from e2urec.deploy.store import open_store
 from tests.deploy.conftest import STORE_TRAIN
-from tests.helpers import TINY, fails, snapshot
+from tests.helpers import TINY, fails, read_table, snapshot
 
 TINY_SETS = [f"--set=backbone.{k}={v}" for k, v in TINY.items()]
 TRAIN_SETS = [f"--set=train.{k}={v}" for k, v in to_dict(STORE_TRAIN).items()
@@ -100,9 +100,8 @@ def test_init_forget_recommend_and_history_through_the_command(
           f"user {gone} was forgotten (request req-a)")
 
     assert main(["deploy", "history", "--store", str(root)]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["request", "received", "status"]
-    assert table[1].split()[0] == "req-a" and " done " in table[1]
+    [row] = read_table(capsys.readouterr().out, "request")
+    assert (row["request"], row["status"], row["method"]) == ("req-a", "done", "retrain")
     assert main(["deploy", "history", "--store", str(root), "--json"]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["req-a"]
     assert main(["deploy", "status", "--store", str(root)]) == 0
