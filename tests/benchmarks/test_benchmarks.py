@@ -40,5 +40,5 @@ def test_ranking_speed_agrees_with_whole_prompt_scoring(prepared_dir, llama_orig
     out = capsys.readouterr().out
     [row] = read_table(out, "model")
     assert float(row["max |dP|"]) < 1e-4  # the shared prefix changes no score
-    assert float(row["whole s"]) > 0 and float(row["shared-prefix s"]) > 0
+    assert float(row["whole s"]) >= 0 and float(row["shared-prefix s"]) >= 0  # 0.01 s steps
     assert "ranking speed-up:" in out
