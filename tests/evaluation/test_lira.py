@@ -29,6 +29,16 @@ def test_each_user_is_in_exactly_half_of_the_references():
         assign_users(["1"], 3, seed=0)
 
 
+def test_fewer_references_may_hold_each_user_but_two_stay_out():
+    drawn = assign_users([str(u) for u in range(400)], 4, seed=1, holding=1)
+    assert {len(ks) for ks in drawn.values()} == {1}
+    counts = np.bincount([k for ks in drawn.values() for k in ks], minlength=4)
+    assert counts.min() > 70  # each reference holds about a quarter of the users
+    for holding in (0, 3):
+        with pytest.raises(ValueError, match="out of at least 2"):
+            assign_users(["1"], 4, seed=0, holding=holding)
+
+
 def world(seed: int, members: int, never: int, rows: int, memorised: float, refs: int = 4):
     """Per-row statistics: a row's own difficulty, reference noise, and for users a model
     trained on, a lift of ``memorised`` in log-odds (on the model and on in-references)."""

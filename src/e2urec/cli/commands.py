@@ -160,10 +160,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from e2urec.data.samples import read_manifest
     from e2urec.evaluation.lira import audit_model, format_audit
     from e2urec.fileio import check_output
-    from e2urec.training.references import REFERENCES_FILE, check_count, train_references
+    from e2urec.training.references import REFERENCES_FILE, assign_users, train_references
 
     read_manifest(args.data)
-    check_count(args.count)
+    assign_users([], args.count, 0, args.holding)  # bad counts refused before any work
     check_model_folder(args.model)
     references = Path(args.references or f"{Path(args.data).resolve()}-references")
     # training writes the folder whole: never over someone else's files
@@ -174,7 +174,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                                                               "model": args.backbone}))
         log(f"[audit] training {args.count} reference models into {references}")
         record = train_references(args.data, backbone, train, references, args.count,
-                                  cpu=args.cpu)
+                                  cpu=args.cpu, holding=args.holding)
         log(f"[audit] references trained in {record['seconds']:.0f}s")
     report = audit_model(args.model, args.data, references, args.alpha)
     print(json_text(report) if args.json else format_audit(report))

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: <data>-references)")
     audit.add_argument("--count", type=int, default=4, help="references to train (even, at "
                        "least 4; each user is in half of them)")
+    audit.add_argument("--holding", type=int, help="references that train on each user "
+                       "(default: half of --count; fewer cost less, e.g. 1 of 4: each "
+                       "reference trains on a quarter of the users)")
     audit.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate per user "
                        "(two-sided)")
     audit.add_argument("--model-name", dest="backbone", metavar="BACKBONE",

@@ -185,7 +185,8 @@ def audit_model(model: str | Path, data_dir: str | Path, references: str | Path,
                                                     device=device).loss)
     return {"model": str(Path(model).resolve()), "references": str(Path(references).resolve()),
             "per_user": per_user_test(scores["forget"], scores["audit"], alpha),
-            "pooled": pooled_test(scores["forget"], scores["audit"], alpha)}
+            "pooled": pooled_test(scores["forget"], scores["audit"], alpha),
+            "requests_of_5": pooled_rate(scores["forget"], scores["audit"], 5, alpha=alpha)}
 
 
 def format_audit(report: dict[str, Any]) -> str:
@@ -196,5 +197,10 @@ def format_audit(report: dict[str, Any]) -> str:
             f"[{pooled['low']:+.2f}, {pooled['high']:+.2f}], p={pooled['p']:.3g}: {together}\n"
             f"one by one: {per['remembered']} remembered, {per['pushed_past']} pushed past "
             f"never-trained users\n"
+            f"random requests of 5 forgotten users told apart: {_share(report['requests_of_5'])}\n"
             f"flagged {per['flagged']} of {per['forgotten_users']} forgotten users (false-alarm "
             f"rate {per['false_alarm_rate']:.2f} on audit users)")
+
+
+def _share(value: float) -> str:
+    return f"{value:.0%}" if np.isfinite(value) else "- (fewer than 5 forgotten users)"

@@ -33,11 +33,17 @@ REFERENCES_FILE = "references.json"
 MIN_REFERENCES = 4
 
 
-def assign_users(users: Sequence[str], count: int, seed: int) -> dict[str, list[int]]:
-    """Each user in exactly ``count // 2`` of ``count`` references (a seeded draw each)."""
+def assign_users(users: Sequence[str], count: int, seed: int, holding: int | None = None
+                 ) -> dict[str, list[int]]:
+    """Each user in exactly ``holding`` of ``count`` references (default: half), a seeded
+    draw each; every user is out of at least 2, the fewest a row's level can be read from."""
     check_count(count)
+    holding = count // 2 if holding is None else holding
+    if not 1 <= holding <= count - 2:
+        raise ConfigError(f"references holding each user: {holding}; use 1 to {count - 2} "
+                          f"of {count} (each user must be out of at least 2)")
     rng = np.random.default_rng(seed)
-    return {u: sorted(int(k) for k in rng.choice(count, size=count // 2, replace=False))
+    return {u: sorted(int(k) for k in rng.choice(count, size=holding, replace=False))
             for u in sorted(set(users))}
 
 
@@ -57,16 +63,17 @@ def data_users(data_dir: Path) -> list[str]:
 
 def train_references(data_dir: str | Path, backbone: BackboneConfig, train: TrainConfig,
                      out_dir: str | Path, count: int = MIN_REFERENCES, seed: int = 0,
-                     cpu: bool = False) -> dict[str, Any]:
+                     cpu: bool = False, holding: int | None = None) -> dict[str, Any]:
     """Train ``count`` references into ``out_dir`` (``ref_<k>`` and ``references.json``),
     written whole or not at all; returns the record."""
     data_dir = Path(data_dir)
-    assignment = assign_users(data_users(data_dir), count, seed)
+    assignment = assign_users(data_users(data_dir), count, seed, holding)
     began = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         seconds = [train_reference(data_dir, assignment, k, backbone, train, tmp / f"ref_{k}", cpu)
                    for k in range(count)]
-        record = {"count": count, "seed": seed, "assignment": assignment,
+        record = {"count": count, "seed": seed, "holding": len(next(iter(assignment.values()))),
+                  "assignment": assignment,
                   "train_seconds": seconds, "seconds": time.perf_counter() - began,
                   "data": str(data_dir.resolve()),
                   "manifest_config": read_manifest(data_dir).get("config")}
