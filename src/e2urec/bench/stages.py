@@ -135,10 +135,9 @@ def evaluate_stage(study: StudyConfig, data_dir: Path, model_dir: Path, referenc
     if references is not None and levels is not None and not levels:
         # the rows the evaluation's audit reads: unplanted forget rows, the audit subset
         audit_rows = subsample(read_split(data_dir, "audit"), study.eval_max_samples)
-        levels.append(tuple(reference_levels(references / "references", rows,
-                                             study.eval_batch_size, device)
-                            for rows in (unplanted(read_split(data_dir, "forget")),
-                                         audit_rows)))
+        levels.append(tuple(reference_levels(
+            references / "references", unplanted(read_split(data_dir, "forget")), audit_rows,
+            batch_size=study.eval_batch_size, device=device)))
     metrics, preds = evaluate(scorer, data_dir, reference_preds[0], study.eval_batch_size,
                               splits=BENCH_SPLITS, max_samples=study.eval_max_samples,
                               device=device, ranking_positives=study.ranking_positives,

@@ -160,10 +160,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from e2urec.data.samples import read_manifest
     from e2urec.evaluation.lira import audit_model, format_audit
     from e2urec.fileio import check_output
-    from e2urec.training.references import REFERENCES_FILE, assign_users, train_references
+    from e2urec.training.references import REFERENCES_FILE, check_holding, train_references
 
     read_manifest(args.data)
-    assign_users([], args.count, 0, args.holding)  # bad counts refused before any work
+    check_holding(args.count, args.holding)  # before any work
     check_model_folder(args.model)
     references = Path(args.references or f"{Path(args.data).resolve()}-references")
     # training writes the folder whole: never over someone else's files

@@ -62,6 +62,7 @@ def _deploy_action(args: argparse.Namespace, store: Any) -> int:
 def _deploy_init(args: argparse.Namespace) -> int:
     from e2urec.deploy.history import format_auditor
     from e2urec.deploy.store import init_store, read_info
+    from e2urec.training.references import MIN_REFERENCES
 
     ensemble_flags = [f"--{n}" for n in ("shards", "slices", "model", "epochs")
                       if getattr(args, n) is not None] + (["--option"] if args.option else [])
@@ -75,7 +76,8 @@ def _deploy_init(args: argparse.Namespace) -> int:
     backbone, train, options = run_configs(args)
     if args.original:
         store = init_store(args.original, args.data, args.store, backbone, train,
-                           args.overwrite, 4 if args.references is None else args.references)
+                           args.overwrite,
+                           MIN_REFERENCES if args.references is None else args.references)
         served = args.original
     else:
         from e2urec.checkpoints.folders import read_meta

@@ -57,9 +57,8 @@ def train_auditor(root: Path, model: Path, data_dir: Path, backbone: BackboneCon
     ``model``; what ``store.json`` records of the auditor."""
     record = train_references(data_dir, backbone, train, root / AUDITOR_DIR, count,
                               seed=train.seed, cpu=cpu)
-    trained = sorted({r["user_id"] for r in read_split(data_dir, "train")})
-    write_json(root / AUDITOR_DIR / REFERENCES_FILE, {**record, "data": "data",
-                                                      "trained_users": trained, "upkeep": []})
+    # the data it was drawn for is the store's own (trained here in a folder renamed since)
+    write_json(root / AUDITOR_DIR / REFERENCES_FILE, {**record, "data": "data"})
     return {"count": count, "seconds": record["seconds"],
             "power": stated_power(model, data_dir, root / AUDITOR_DIR, alpha, train.seed)}
 
@@ -77,9 +76,10 @@ def stated_power(model: Path, data_dir: Path, references: Path, alpha: float = 0
     drawn = set(np.random.default_rng(seed).permutation(users)[:POWER_USERS].tolist())
     rows = [r for r in train if r["user_id"] in drawn]
     scorer = load_scorer(model)
-    members, outsiders = (user_scores(reference_levels(references, group),
-                                      predict(scorer, group).loss)
-                          for group in (rows, audit))
+    members, outsiders = (user_scores(levels, predict(scorer, group).loss)
+                          for group, levels in zip((rows, audit),
+                                                   reference_levels(references, rows, audit),
+                                                   strict=True))
     test = per_user_test(members, outsiders, alpha)
     by_size = {"1": test["flagged"] / test["forgotten_users"]}
     by_size.update({str(k): pooled_rate(members, outsiders, k, alpha=alpha, seed=seed)
@@ -110,8 +110,8 @@ def request_levels(store: Store, forget_rows: Sequence[dict[str, Any]],
     references = folder(store)
     if references is None or not forget_rows or len({r["user_id"] for r in audit_rows}) < 4:
         return None
-    return (reference_levels(references, forget_rows),
-            reference_levels(references, audit_rows))
+    forget, audit = reference_levels(references, forget_rows, audit_rows)
+    return forget, audit
 
 
 def holding(record: dict[str, Any], forgotten: set[str]) -> dict[int, list[str]]:
@@ -150,8 +150,8 @@ def refresh(store: Store, log: Callable[[str], None]) -> list[str]:
     for k, users in sorted(holding(record, forgotten).items()):
         began = time.perf_counter()
         with atomic_dir(references / f"ref_{k}") as tmp:
-            train_reference(store.data_dir, record["assignment"], k, store.backbone,
-                            store.train, tmp)
+            train_reference(store.data_dir, read_split(store.data_dir, "train"),
+                            record["assignment"], k, store.backbone, store.train, tmp)
         seconds = time.perf_counter() - began
         for user in users:  # this reference no longer holds them
             record["assignment"][user] = [j for j in record["assignment"][user] if j != k]

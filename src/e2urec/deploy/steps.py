@@ -58,7 +58,8 @@ def carry_out(store: Store, request: dict[str, Any], verification: Verification,
     delete_inside(store.root, work)  # an interrupted attempt's scratch
     current = ledger.current()
     data = request_data(store.data_dir, users, work / "data")
-    if not read_split(data, "forget"):
+    rows = len(read_split(data, "forget"))
+    if not rows:
         # no training rows (e.g. a holdout user): no model trained on them; purge only
         log(f"[forget] request {rid}: no model trained on these users' rows; purging their "
             "data only")
@@ -74,8 +75,7 @@ def carry_out(store: Store, request: dict[str, Any], verification: Verification,
                            len(users))
         if reason := cannot_show(before, verification, stated):
             return _fail(store, rid, reason, current.id, before, {}, began, cleaned, work)
-    log(f"[forget] request {rid}: unlearning {len(read_split(data, 'forget'))} training rows "
-        f"with {request['method']}")
+    log(f"[forget] request {rid}: unlearning {rows} training rows with {request['method']}")
     try:
         record, candidate = _unlearn(store, request, data, work, cpu)
         after = measure_request(candidate, data, verification, levels)

@@ -258,9 +258,9 @@ def no_power(before: dict[str, Any], verification: Verification,
 def _without_power(before: dict[str, Any], after: dict[str, Any],
                    verification: Verification) -> list[str]:
     """Why an approximate deletion cannot be shown: no power, or no move where there was."""
-    if reason := no_power(before, verification):
-        return [reason]
     seen = power(before, verification)
+    if not seen["powered"]:
+        return [no_power(before, verification)]
     reasons = []
     for user, names in seen["users"].items():
         for name in names:

@@ -144,26 +144,29 @@ def membership_draw(forget: np.ndarray, audit: np.ndarray) -> float:
     return float(Calibration.of(audit).standardise(forget).mean())
 
 
-def reference_levels(references_dir: str | Path, rows: Sequence[dict[str, Any]],
-                     batch_size: int = 64, device: Any = None) -> ReferenceLevels:
-    """Score ``rows`` with every reference; each row's level from those that never held
-    its user."""
+def reference_levels(references_dir: str | Path, *groups: Sequence[dict[str, Any]],
+                     batch_size: int = 64, device: Any = None) -> list[ReferenceLevels]:
+    """Score each group of rows with every reference (each loaded once); per group, each
+    row's level from the references that never held its user."""
     from e2urec.checkpoints.scorers import load_scorer
     from e2urec.evaluation.predict import predict
     from e2urec.training.references import read_references
 
     record = read_references(references_dir)
     assignment = record["assignment"]
-    unknown = sorted({r["user_id"] for r in rows} - set(assignment))
+    unknown = sorted({r["user_id"] for rows in groups for r in rows} - set(assignment))
     if unknown:
         raise ValueError(f"{references_dir}: drawn for other data (users {unknown[:5]} have no "
                          "draw); train references for this data")
-    losses = np.stack([predict(load_scorer(Path(references_dir) / f"ref_{k}"), rows,
-                               batch_size, device=device).loss
-                       for k in range(record["count"])])
-    out = np.array([[k not in assignment[r["user_id"]] for r in rows]
-                    for k in range(record["count"])])
-    return ReferenceLevels.of(np.array([r["user_id"] for r in rows]), losses, out)
+    losses: list[list[np.ndarray]] = [[] for _ in groups]
+    for k in range(record["count"]):
+        scorer = load_scorer(Path(references_dir) / f"ref_{k}")
+        for scored, rows in zip(losses, groups, strict=True):
+            scored.append(predict(scorer, rows, batch_size, device=device).loss)
+    return [ReferenceLevels.of(np.array([r["user_id"] for r in rows]), np.stack(scored),
+                               np.array([[k not in assignment[r["user_id"]] for r in rows]
+                                         for k in range(record["count"])]))
+            for rows, scored in zip(groups, losses, strict=True)]
 
 
 def audit_model(model: str | Path, data_dir: str | Path, references: str | Path,
@@ -174,15 +177,16 @@ def audit_model(model: str | Path, data_dir: str | Path, references: str | Path,
     from e2urec.data.samples import read_split, unplanted
     from e2urec.evaluation.predict import predict
 
-    scorer = load_scorer(model)
-    scores = {}
-    for group, rows in (("forget", unplanted(read_split(data_dir, "forget"))),
-                        ("audit", read_split(data_dir, "audit"))):
+    groups = {"forget": unplanted(read_split(data_dir, "forget")),
+              "audit": read_split(data_dir, "audit")}
+    for group, rows in groups.items():
         if not rows:
             raise ValueError(f"{data_dir} has no {group} rows to audit")
-        levels = reference_levels(references, rows, batch_size, device)
-        scores[group] = user_scores(levels, predict(scorer, rows, batch_size,
-                                                    device=device).loss)
+    levels = reference_levels(references, *groups.values(), batch_size=batch_size,
+                              device=device)
+    scorer = load_scorer(model)
+    scores = {group: user_scores(level, predict(scorer, rows, batch_size, device=device).loss)
+              for (group, rows), level in zip(groups.items(), levels, strict=True)}
     return {"model": str(Path(model).resolve()), "references": str(Path(references).resolve()),
             "per_user": per_user_test(scores["forget"], scores["audit"], alpha),
             "pooled": pooled_test(scores["forget"], scores["audit"], alpha),

@@ -37,14 +37,21 @@ def assign_users(users: Sequence[str], count: int, seed: int, holding: int | Non
                  ) -> dict[str, list[int]]:
     """Each user in exactly ``holding`` of ``count`` references (default: half), a seeded
     draw each; every user is out of at least 2, the fewest a row's level can be read from."""
+    holding = check_holding(count, holding)
+    rng = np.random.default_rng(seed)
+    return {u: sorted(int(k) for k in rng.choice(count, size=holding, replace=False))
+            for u in sorted(set(users))}
+
+
+def check_holding(count: int, holding: int | None) -> int:
+    """How many of ``count`` references hold each user (default: half), refused in one line
+    when a user would be out of fewer than 2."""
     check_count(count)
     holding = count // 2 if holding is None else holding
     if not 1 <= holding <= count - 2:
         raise ConfigError(f"references holding each user: {holding}; use 1 to {count - 2} "
                           f"of {count} (each user must be out of at least 2)")
-    rng = np.random.default_rng(seed)
-    return {u: sorted(int(k) for k in rng.choice(count, size=holding, replace=False))
-            for u in sorted(set(users))}
+    return holding
 
 
 def check_count(count: int) -> None:
@@ -68,12 +75,14 @@ def train_references(data_dir: str | Path, backbone: BackboneConfig, train: Trai
     written whole or not at all; returns the record."""
     data_dir = Path(data_dir)
     assignment = assign_users(data_users(data_dir), count, seed, holding)
+    rows = read_split(data_dir, "train")
     began = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        seconds = [train_reference(data_dir, assignment, k, backbone, train, tmp / f"ref_{k}", cpu)
-                   for k in range(count)]
-        record = {"count": count, "seed": seed, "holding": len(next(iter(assignment.values()))),
-                  "assignment": assignment,
+        seconds = [train_reference(data_dir, rows, assignment, k, backbone, train,
+                                   tmp / f"ref_{k}", cpu) for k in range(count)]
+        record = {"count": count, "seed": seed, "assignment": assignment,
+                  # whom they trained on: the purge retrains only what held a forgotten user
+                  "trained_users": sorted({r["user_id"] for r in rows}),
                   "train_seconds": seconds, "seconds": time.perf_counter() - began,
                   "data": str(data_dir.resolve()),
                   "manifest_config": read_manifest(data_dir).get("config")}
@@ -81,12 +90,12 @@ def train_references(data_dir: str | Path, backbone: BackboneConfig, train: Trai
     return record
 
 
-def train_reference(data_dir: Path, assignment: dict[str, list[int]], k: int,
-                    backbone: BackboneConfig, train: TrainConfig, out: Path,
-                    cpu: bool = False) -> float:
-    """Train reference ``k`` into ``out`` on the training rows of the users drawn
-    into it (users with no draw, e.g. forgotten since, are left out); its seconds."""
-    held = [r for r in read_split(data_dir, "train") if k in assignment.get(r["user_id"], ())]
+def train_reference(data_dir: Path, rows: Sequence[dict[str, Any]],
+                    assignment: dict[str, list[int]], k: int, backbone: BackboneConfig,
+                    train: TrainConfig, out: Path, cpu: bool = False) -> float:
+    """Train reference ``k`` into ``out`` on the training ``rows`` of the users drawn into
+    it (users with no draw, e.g. forgotten since, are left out); its seconds."""
+    held = [r for r in rows if k in assignment.get(r["user_id"], ())]
     accelerator = make_accelerator(cpu=cpu)
     start = initial_backbone(backbone, data_dir, train.seed)
     base = save_base(start, lora_base_dir(out), accelerator, "backbone") \
