@@ -315,3 +315,32 @@ def test_e2urec_distils_from_the_shards_and_refuses_a_folder_that_is_not_user_sh
         run_method("e2urec", one_user_forgotten, original, tiny_backbone(), quick_train(),
                    {**options, "shards": str(sisa_like)}, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_e2urec_under_the_plateau_rule_measures_its_distance_to_the_teacher_and_names_a_ceiling(
+        receraser_initial, one_user_forgotten, tmp_path):
+    from e2urec.methods import run_method
+    from e2urec.training.finetune import train_split
+    from tests.helpers import quick_train, tiny_backbone
+
+    original = tmp_path / "original"
+    train_split(one_user_forgotten, "train", tiny_backbone(), quick_train(), original)
+    options = {"forget_teacher": "shards", "shards": str(receraser_initial), "student": "full",
+               "schedule": {"epochs": 2, "lr": 3e-3},
+               # one check, at the last step: the rule cannot see a plateau, the budget ends it
+               "stop": {"kind": "plateau", "check_every": 10_000, "probe_size": 16}}
+    record = run_method("e2urec", one_user_forgotten, original, tiny_backbone(),
+                        quick_train(), options, tmp_path / "out")
+    history = record["history"]
+    checks = history["evaluations"]
+    assert [c["step"] for c in checks] == [0, history["total_steps"]]
+    assert all(c["distance"] >= 0 and "rows" not in c for c in checks)
+    assert record["stopped_by"] == "ceiling" and history["stopped"].startswith("ceiling")
+
+
+def test_the_plateau_rule_is_refused_to_a_method_without_a_teacher(unlearn, tmp_path):
+    from e2urec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="plateau is for distillation"):
+        unlearn("graddiff", {"stop": {"kind": "plateau"}}, out=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

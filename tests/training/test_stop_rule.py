@@ -5,14 +5,21 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from e2urec.training.stop_rule import (
+    PLATEAU_CHECKS,
+    Guard,
+    PlateauGuard,
     StopRule,
     auc_floor,
     auc_standard_error,
+    binary_kl,
+    ceiling_reason,
     nothing_to_unlearn,
     open_measures,
     stop_at,
+    stopped_by,
 )
 
 
@@ -94,3 +101,57 @@ def test_the_probe_auc_guard_allows_the_aucs_own_noise_and_no_less_than_the_tole
     assert auc_floor(start, StopRule(noise_z=2, auc_tolerance=0.01)) == pytest.approx(0.62)
     assert auc_floor(start, StopRule(noise_z=2, auc_tolerance=0.1)) == pytest.approx(0.6)
     assert auc_floor({"probe_auc": 0.7}, StopRule(auc_tolerance=0.01)) == pytest.approx(0.69)
+
+
+def plateau_point(step, rows):
+    rows = np.asarray(rows, dtype=float)
+    return {"step": step, "distance": float(rows.mean()), "rows": rows}
+
+
+def test_binary_kl_is_zero_on_the_teacher_and_grows_with_the_students_distance():
+    teacher = torch.tensor([2.0, -1.0, 0.0])
+    assert torch.allclose(binary_kl(teacher, teacher), torch.zeros(3), atol=1e-7)
+    # KL(Bernoulli(p) || Bernoulli(q)) written out for the first row.
+    p, q = torch.sigmoid(torch.tensor(2.0)), torch.sigmoid(torch.tensor(0.5))
+    expected = p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
+    got = binary_kl(teacher, torch.tensor([0.5, -1.0, 0.0]))
+    assert got[0] == pytest.approx(float(expected), rel=1e-5) and got[1:].abs().max() < 1e-7
+    assert (binary_kl(teacher, teacher + 3) > binary_kl(teacher, teacher + 1)).all()
+
+
+def test_the_plateau_rule_goes_on_while_the_rows_near_their_teacher_and_keeps_the_closer():
+    model = torch.nn.Linear(2, 1)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, size=64)
+    start = plateau_point(0, 0.30 + noise)
+    guard = Guard.begin(StopRule(kind="plateau", noise_z=2.0), start, model)
+    assert isinstance(guard, PlateauGuard)
+    # Every row 0.05 closer: a significant step, the run goes on and this is the best.
+    assert guard.check(plateau_point(4, 0.25 + noise), model) is None
+    with torch.no_grad():
+        model.weight.fill_(7.0)  # the weights of the best check, to be restored or kept
+    assert guard.check(plateau_point(8, 0.20 + noise), model) is None
+    best = model.weight.detach().clone()
+    # Then changes within the rows' noise: PLATEAU_CHECKS of them stop the run.
+    drift = [plateau_point(12 + 4 * i, 0.20 + noise + rng.normal(0, 0.02, size=64))
+             for i in range(PLATEAU_CHECKS)]
+    for point in drift[:-1]:
+        assert guard.check(point, model) is None
+    with torch.no_grad():
+        model.weight.fill_(-1.0)
+    last = drift[-1]
+    last["rows"] = last["rows"] + 0.01  # the last check lies farther than the best
+    last["distance"] = float(last["rows"].mean())
+    why, kept = guard.check(last, model)
+    assert kept == 8 and "stopped falling" in why and "kept step 8" in why
+    torch.testing.assert_close(model.weight, best)
+
+
+def test_what_stopped_a_run_is_the_rule_the_ceiling_or_the_schedule():
+    ran = {"total_steps": 12}
+    assert stopped_by({**ran, "stopped": "the distance ... kept step 8"}, "plateau") == "rule"
+    assert stopped_by({**ran, "stopped": ceiling_reason(12)}, "membership") == "ceiling"
+    assert stopped_by({**ran, "stopped": "schedule"}, "membership") == "ceiling"  # older records
+    assert stopped_by({**ran, "stopped": "schedule"}, "none") == "schedule"
+    assert stopped_by({"total_steps": 0, "stopped": "nothing to unlearn"}, "membership") \
+        == "no step"

@@ -135,12 +135,13 @@ CANARY_COLUMN = [key for key, _ in COLUMNS].index("canary_success")
 def verdict_table(per_seed: list[dict[str, Any]]) -> str:
     """Per model and seed: the verdict, each measure and closure with its interval, and
     the distances to Retrain."""
-    head = ["method", "seed", "verdict", "ranking", "membership", "canary", "closed AUC",
-            "closed MIA", "closed canary", "|Δ| forget AUC / MIA / canary lift"]
+    head = ["method", "seed", "verdict", "stopped by", "ranking", "membership", "canary",
+            "closed AUC", "closed MIA", "closed canary", "|Δ| forget AUC / MIA / canary lift"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in sorted((r for r in per_seed if r["method"] not in BASELINES),
                       key=lambda r: (r["seed"], _order(r["method"]))):
-        cells = [row["method"], str(row["seed"]), short_verdict(row.get("verdict"))]
+        cells = [row["method"], str(row["seed"]), short_verdict(row.get("verdict")),
+                 row.get("stopped_by") or "-"]
         cells += [_interval(row, f"{name}_gap") for name in ("ranking", "membership", "canary")]
         cells += [_interval(row, closed) for closed in GAP_KEYS.values()]
         cells.append(" / ".join(_cell("", row.get(f"dist_{k}")) for k in DISTANCE_KEYS))
@@ -177,13 +178,16 @@ def _interval(row: dict[str, Any], key: str) -> str:
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The headline columns of the per-method summary rows, mean ± std over seeds."""
-    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " | verdict |",
-             "|---|" + "|".join("---" for _ in COLUMNS) + "|---|"]
+    lines = ["| method | " + " | ".join(title for _, title in COLUMNS)
+             + " | stopped by | verdict |",
+             "|---|" + "|".join("---" for _ in COLUMNS) + "|---|---|"]
     for _, row in summary.iterrows():
         cells = [_summary_cell(key, row) for key, _ in COLUMNS]
         base = row.get("canary_base_rate_mean")
         if is_number(base) and not math.isnan(base):
             cells[CANARY_COLUMN] += f" ({_cell('canary_base_rate', base)})"
+        stopped = row.get("stopped_by")
+        cells.append(", ".join(stopped) if isinstance(stopped, list) else "-")
         verdicts = row.get("verdicts")
         cells.append(", ".join(map(short_verdict, verdicts))
                      if isinstance(verdicts, list) else "-")

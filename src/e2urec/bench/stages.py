@@ -107,7 +107,7 @@ def unlearn_stage(study: StudyConfig, data_dir: Path, original: Path | None, nam
     record = run_method(name, data_dir, original, study.backbone, study.train, options,
                         folder / "model", cpu=study.cpu, overwrite=True)
     keep = ("unlearn_seconds", "trainable_params", "total_params", "trainable_share",
-            "peak_memory_mb", "peak_memory_kind", "retrained_shards")
+            "peak_memory_mb", "peak_memory_kind", "retrained_shards", "stopped_by")
     return {**{k: record[k] for k in keep if k in record}, "stage_id": folder.name}
 
 

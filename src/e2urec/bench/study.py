@@ -9,6 +9,7 @@ auditor's references, and an evaluation of every model, each a stage
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ from e2urec.evaluation.predict import Predictions
 from e2urec.evaluation.ranking import popularity
 from e2urec.evaluation.verdict import CANARY_TEST, VerdictOptions
 from e2urec.fileio import check_output, folder_lock
+from e2urec.methods.base import RECORD_FILE
 from e2urec.runtime import set_threads
+from e2urec.training.stop_rule import stopped_by
 
 
 def run_study(config_path: str | Path, out_dir: str | Path,
@@ -122,7 +125,7 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
             f"method-{name.replace('/', '-')}", key,
             lambda f, n=method_name, o=options: unlearn_stage(
                 study, data_dir, original_dir / "model", n, o or {}, f))
-        models[name] = (folder / "model", record)
+        models[name] = (folder / "model", with_stopped_by(record, folder / "model"))
 
     references = None
     if study.references:  # the auditor's own: trained once a seed, never read by a method
@@ -162,3 +165,13 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
     return rows
 
 
+def with_stopped_by(record: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """A method stage's result with what stopped it (a stage made before the field was kept
+    reads it from the model's own record)."""
+    if "stopped_by" in record or not (model_dir / RECORD_FILE).is_file():
+        return record
+    saved = json.loads((model_dir / RECORD_FILE).read_text())
+    stop = (saved.get("options") or {}).get("stop")
+    if "history" not in saved or not stop:
+        return record
+    return {**record, "stopped_by": stopped_by(saved["history"], stop["kind"])}

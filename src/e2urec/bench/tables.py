@@ -46,6 +46,7 @@ def result_row(name: str, metrics: dict[str, Any], record: dict[str, Any]) -> di
         "trainable_share": record["trainable_params"] / max(record["total_params"], 1),
         "peak_memory_mb": record.get("peak_memory_mb"),
         "retrained_shards": record.get("retrained_shards"),
+        "stopped_by": record.get("stopped_by"),
         "_p_true_file": metrics["p_true_file"],
     }
 
@@ -167,6 +168,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"method": method, "seed": None, "seeds": len(group)}
         if any("verdict" in r for r in group):  # per seed, in seed order
             row["verdicts"] = [r.get("verdict", "-") for r in group]
+        if any(r.get("stopped_by") for r in group):  # the rule or the budget's ceiling
+            row["stopped_by"] = [r.get("stopped_by") or "-" for r in group]
         for key in group[0]:
             values = [r.get(key) for r in group]
             if key == "seed" or not all(is_number(v) for v in values):

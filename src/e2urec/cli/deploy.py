@@ -66,6 +66,9 @@ def _deploy_init(args: argparse.Namespace) -> int:
 
     ensemble_flags = [f"--{n}" for n in ("shards", "slices", "model", "epochs")
                       if getattr(args, n) is not None] + (["--option"] if args.option else [])
+    if args.method and args.teacher:
+        raise ConfigError("--teacher goes with --original: an ensemble store's deletions are "
+                          "exact and take no teacher")
     if args.method and args.references:
         raise ConfigError("--references goes with --original: an ensemble store's deletions "
                           "are exact (deploy verify --rebuild proves them) and it keeps no "
@@ -77,7 +80,8 @@ def _deploy_init(args: argparse.Namespace) -> int:
     if args.original:
         store = init_store(args.original, args.data, args.store, backbone, train,
                            args.overwrite,
-                           MIN_REFERENCES if args.references is None else args.references)
+                           MIN_REFERENCES if args.references is None else args.references,
+                           teacher=args.teacher)
         served = args.original
     else:
         from e2urec.checkpoints.folders import read_meta

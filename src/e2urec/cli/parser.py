@@ -166,6 +166,11 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                       "store on halves of the users with its recipe (even, at least 4; 0: "
                       "none, and a request's users are verified by a loss-threshold attack "
                       "only; default 4); an ensemble store has none (its deletions are exact)")
+    init.add_argument("--teacher", action="store_true",
+                      help="with --original: train a model per user shard of the data (its "
+                      "shards.json), the clean teacher of E2URec requests with "
+                      "forget_teacher=shards; each request's purge trains again the members "
+                      "that held its users")
     init.add_argument("--overwrite", action="store_true",
                       help="replace --store even when it holds other files")
     init.add_argument("--config", help="YAML with backbone:/train: sections (or a study "

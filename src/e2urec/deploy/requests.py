@@ -32,6 +32,7 @@ from e2urec.deploy.redaction import data_users, request_data
 from e2urec.deploy.status import status
 from e2urec.deploy.steps import Outcome, RequestError, carry_out, purge
 from e2urec.deploy.store import Store, check_request_id, delete_inside
+from e2urec.deploy.teacher import request_options as teacher_options
 from e2urec.deploy.verify import Verification
 from e2urec.methods.registry import REGISTRY, get_method, parse_options
 
@@ -188,6 +189,10 @@ def check_method(store: Store, method: str, options: dict[str, Any] | None) -> N
                           f"model: use one of {', '.join(servable_methods())} (or make an "
                           f"ensemble store: e2urec deploy init --method {method})")
     parse_options(method, options)
+    try:  # the shards teacher is the store's own: one it lacks fails here, before any work
+        teacher_options(store, method, options or {})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def servable_methods() -> list[str]:

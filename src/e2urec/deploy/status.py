@@ -13,6 +13,7 @@ from e2urec.deploy.auditor import AUDITOR_DIR
 from e2urec.deploy.auditor import problems as auditor_problems
 from e2urec.deploy.redaction import data_users
 from e2urec.deploy.store import BACKBONE_DIR, LEFTOVER, Store, delete_inside, read_info
+from e2urec.deploy.teacher import problems as teacher_problems
 from e2urec.deploy.verify import (
     Verification,
 )
@@ -101,8 +102,8 @@ def status(store: Store) -> dict[str, Any]:
     leftover = (data_users(store.data_dir) & set(ledger.forgotten())) - purging
     if leftover:
         problems.append(f"data still holds forgotten users {sorted(leftover)[:10]}")
-    if not purging:  # a purge trains the references that hold its users again
-        problems += auditor_problems(store)
+    if not purging:  # a purge trains the references and teacher that hold its users again
+        problems += auditor_problems(store) + teacher_problems(store)
     known = {v.id for v in ledger.versions() if v.state != "purged"}
     versions = store.root / "versions"
     on_disk = {p.name for p in versions.iterdir() if not p.name.startswith(".")} \

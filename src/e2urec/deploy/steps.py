@@ -32,6 +32,8 @@ from e2urec.deploy.measurements import measure_request, recorded, verification_r
 from e2urec.deploy.redaction import copy_data, request_data
 from e2urec.deploy.status import audit_users, purge_scratch
 from e2urec.deploy.store import Store, delete_inside, read_info
+from e2urec.deploy.teacher import refresh as refresh_teacher
+from e2urec.deploy.teacher import request_options as teacher_options
 from e2urec.deploy.verify import Verification, cannot_show, power, verdict
 from e2urec.fileio import folder_sha256, write_json
 from e2urec.methods.registry import get_method
@@ -154,9 +156,9 @@ def _unlearn(store: Store, request: dict[str, Any], data: Path, work: Path,
         candidate = self_contained(work / "unlearned", work / "candidate")
         write_json(candidate / META_FILE, {**read_meta(candidate), **meta})
         return record, candidate
+    options = teacher_options(store, request["method"], request["options"])
     record = run_method(request["method"], data, store.current_dir(), store.backbone,
-                        store.train, request["options"], work / "unlearned", cpu=cpu,
-                        overwrite=True)
+                        store.train, options, work / "unlearned", cpu=cpu, overwrite=True)
     return record, save_model(load_model(work / "unlearned", merged=True), work / "candidate",
                               meta)
 
@@ -187,6 +189,7 @@ def purge(store: Store, request: dict[str, Any], log: Callable[[str], None]) -> 
     dropped = copy_data(store.data_dir, store.data_dir, set(ledger.forgotten()))
     purged += [f"data: {n} {kind} row(s)" for kind, n in dropped.items()]
     purged += refresh_references(store, log)  # from the data that holds none of them
+    purged += refresh_teacher(store, log)  # so that no later request's teacher holds them
     current = ledger.current().id
     for version in ledger.versions():
         if version.state == "retired" and delete_inside(store.root,

@@ -49,6 +49,7 @@ from e2urec.data.samples import read_manifest
 from e2urec.deploy.auditor import train_auditor
 from e2urec.deploy.ledger import LEDGER_FILE, Ledger, LedgerError, Version, now
 from e2urec.deploy.redaction import copy_data, data_users
+from e2urec.deploy.teacher import check_teacher, train_teacher
 from e2urec.fileio import atomic_dir, check_output, folder_sha256, write_json
 from e2urec.training.finetune import initial_backbone
 from e2urec.training.references import MIN_REFERENCES, check_count
@@ -170,13 +171,14 @@ def open_store(root: str | Path) -> Store:
 
 def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
                backbone: BackboneConfig, train: TrainConfig, overwrite: bool = False,
-               references: int = MIN_REFERENCES) -> Store:
+               references: int = MIN_REFERENCES, teacher: bool = False) -> Store:
     """Create a store serving ``original`` (merged into one model) trained on ``data_dir``.
 
     Checks everything first; the store appears whole (one rename) or not at all.
     Over an existing store (``overwrite``) its ledger is carried forward: every
     user it forgot stays forgotten, and data that holds one is refused.
     ``references``: the auditor's reference models (deploy/auditor.py; 0: none).
+    ``teacher``: train the user-sharded teacher of E2URec's shards path (deploy/teacher.py).
     """
     meta = check_model_folder(original)
     if meta["kind"] == "ensemble":
@@ -190,13 +192,15 @@ def init_store(original: str | Path, data_dir: str | Path, root: str | Path,
                           {"role": "deployed", "original": original})
 
     return create_store(root, data_dir, backbone, train, overwrite, {"kind": "model"},
-                        first_version, original=original, references=references)
+                        first_version, original=original, references=references,
+                        teacher=teacher)
 
 
 def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfig,
                  train: TrainConfig, overwrite: bool, serving: dict[str, Any],
                  first_version: Callable[[Path, BackboneConfig, Path], Path],
-                 original: str | None = None, references: int = MIN_REFERENCES) -> Store:
+                 original: str | None = None, references: int = MIN_REFERENCES,
+                 teacher: bool = False) -> Store:
     """The one way a store is made: checks, data, backbone, first version, ledger, all
     in one folder that replaces ``root`` by one rename.
 
@@ -208,6 +212,8 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
     if references:
         check_count(references)
     read_manifest(data_dir)
+    if teacher:
+        check_teacher(Path(data_dir), train)
     check_store_path(Path(root))
     check_output(root, STORE_FILE, overwrite, flag="--store")
     old = _old_ledger(Path(root), overwrite)
@@ -246,6 +252,7 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
                                          "version": first})
         auditor = train_auditor(tmp, folder, tmp / "data", built, train, references) \
             if references else None
+        clean_teacher = train_teacher(tmp, tmp / "data", built, train) if teacher else None
         ledger = Ledger.create(tmp / LEDGER_FILE)
         with ledger.transaction() as db:
             if old:
@@ -260,7 +267,8 @@ def create_store(root: str | Path, data_dir: str | Path, backbone: BackboneConfi
             "kind": STORE_KIND, "format": FORMAT, "created": now(),
             "original": sources[-1]["original"], "data": sources[-1]["data"],
             "sources": sources, "backbone": to_dict(backbone), "train": to_dict(train),
-            "serving": serving, "auditor": auditor, "torch_threads": torch.get_num_threads(),
+            "serving": serving, "auditor": auditor, "teacher": clean_teacher,
+            "torch_threads": torch.get_num_threads(),
             "backbone_sha256": folder_sha256(tmp / BACKBONE_DIR)
             if (tmp / BACKBONE_DIR).is_dir() else None})
     return open_store(root)

@@ -49,7 +49,14 @@ from e2urec.training.losses import (
     push_shares,
 )
 from e2urec.training.shards import Assign, shard_assignment
-from e2urec.training.stop_rule import Probe, StopRule, make_probe, nothing_to_unlearn
+from e2urec.training.stop_rule import (
+    Probe,
+    StopRule,
+    TeacherProbe,
+    make_probe,
+    make_teacher_probe,
+    nothing_to_unlearn,
+)
 from e2urec.training.teachers import (
     DecisionShiftTeacher,
     TeacherCache,
@@ -142,7 +149,7 @@ class E2URec(Unlearner):
         stop = opts.stop
         self.phases: dict[str, float] = {}  # where the time goes, for the record
         probe, start = None, None
-        if stop.kind != "none":
+        if stop.kind == "membership":
             with self.phase("first check"):
                 # Only the probe users (never trained on) decide; no valid or test row is read.
                 probe = make_probe(original, forget, ctx.rows("probe"), stop.probe_size,
@@ -167,7 +174,8 @@ class E2URec(Unlearner):
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
     def _distil(self, original: Backbone, forget: list[dict], retain: list[dict],
-                stop: StopRule, probe: Probe | None, start: dict[str, Any] | None) -> Unlearned:
+                stop: StopRule, probe: Probe | TeacherProbe | None,
+                start: dict[str, Any] | None) -> Unlearned:
         """Augmented model, cached teachers, then the unlearning loop on LoRA adapters."""
         opts, ctx = self.options, self.ctx
         device, schedule = ctx.accelerator.device, opts.schedule
@@ -187,6 +195,9 @@ class E2URec(Unlearner):
         del augmented
         gc.collect()
         retain_teacher = self._cache(student, retain, device, original_logits)
+        if stop.kind == "plateau":  # the distance to this teacher on forget rows decides
+            probe = make_teacher_probe(student, forget, forget_teacher.logits,
+                                       stop.probe_size, schedule.seed)
         with self.phase("unlearning steps"):  # the retain teacher fills as batches come
             history = run_unlearning(
             student, loader(student, forget, schedule.batch_size, True, schedule.seed),

@@ -31,6 +31,7 @@ class NPOOptions(SteppingOptions):
                                 factory=lambda: Schedule(lr_scale=0.5))
 
     def validate(self) -> None:
+        super().validate()
         if self.beta <= 0:
             raise ConfigError("npo: beta must be positive")
 

@@ -29,6 +29,7 @@ from e2urec.methods.accounting import PeakMemory, stopwatch
 from e2urec.methods.base import RECORD_FILE, UnlearnContext, Unlearner
 from e2urec.methods.registry import get_method, parse_options
 from e2urec.training.loop import make_accelerator, resolve_lora_targets
+from e2urec.training.stop_rule import stopped_by
 
 
 def check_method_inputs(name: str, data_dir: str | Path, original: str | Path | None,
@@ -97,6 +98,9 @@ def run_method(name: str, data_dir: str | Path, original: str | Path | None,
         ctx.accelerator.wait_for_everyone()
     trainable, total = method.parameter_counts(result)
     extra = {k: v for k, v in result.record.items() if k not in ("members", "aggregator")}
+    stop = getattr(parsed, "stop", None)
+    if "history" in extra and stop is not None:  # the rule, or the budget's ceiling
+        extra["stopped_by"] = stopped_by(extra["history"], stop.kind)
     record = {
         "method": name, "unlearn_seconds": clock["seconds"],
         "timing": "from the Original loaded to the result saved",

@@ -45,10 +45,16 @@ def held_out_shards(members: Sequence[torch.nn.Module], shard_of: torch.Tensor) 
         total, count = None, torch.zeros_like(holder, dtype=torch.float32)
         with torch.no_grad():
             for k, member in enumerate(members):
-                use = (holder != k).float()
-                logits = answer_logits(member, batch).float() * use[:, None, None]
-                total = logits if total is None else total + logits
-                count += use
+                use = holder != k
+                if not use.any():
+                    continue
+                # Only the rows whose user this member never held go through it.
+                logits = answer_logits(member, {key: value[use] for key, value in
+                                                batch.items()}).float()
+                if total is None:
+                    total = logits.new_zeros((len(holder), *logits.shape[1:]))
+                total[use] += logits
+                count += use.float()
         return total / count.clamp(min=1)[:, None, None]
 
     return run

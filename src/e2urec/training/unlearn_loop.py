@@ -24,7 +24,8 @@ from e2urec.training.stop_rule import (
     Guard,
     Probe,
     StopRule,
-    measure,
+    TeacherProbe,
+    ceiling_reason,
     nothing_to_unlearn,
 )
 
@@ -70,6 +71,12 @@ class SteppingOptions:
     stop: StopRule = option(help="when the steps stop: at the probe users' level, checked "
                             "every few steps", factory=StopRule)
 
+    def validate(self) -> None:
+        if self.stop.kind == "plateau":  # plateau reads a teacher's answers
+            raise ConfigError("stop kind plateau is for distillation toward a clean teacher "
+                              "(e2urec with forget_teacher: shards); this method has no "
+                              "teacher: use membership (or none)")
+
 
 def cycle(data: DataLoader) -> Iterator[Batch]:
     for _ in itertools.count():
@@ -78,38 +85,42 @@ def cycle(data: DataLoader) -> Iterator[Batch]:
 
 def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: DataLoader | None,
                    loss_fn: LossFn, schedule: Schedule, accelerator: Accelerator,
-                   stop: StopRule | None = None, probe: Probe | None = None,
+                   stop: StopRule | None = None, probe: Probe | TeacherProbe | None = None,
                    desc: str = "unlearn", start: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``backbone.model`` in place with ``loss_fn``; return the history.
 
     Every epoch walks the forget set once; the first ``forget_only_epochs``
     use forget batches alone, later ones pair each with the next retain batch.
-    With a ``probe``, the stop rule (:mod:`e2urec.training.stop_rule`) checks
+    With a ``probe`` (a :class:`Probe` for ``membership``, a :class:`TeacherProbe`
+    for ``plateau``), the stop rule (:mod:`e2urec.training.stop_rule`) checks
     every ``stop.check_every`` steps and at the last; ``start`` is the probe's
-    measurement before any step when the caller has already taken it.
+    measurement before any step when the caller has already taken it. A run
+    whose budget ends first says so (``stopped``: ``ceiling: ...``).
     """
     model = backbone.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    if schedule.lr is None:
-        raise ValueError("schedule.lr is not resolved: run the method through run_method, "
-                         "which sets it from lr_scale and the Original's lr")
-    optimizer = torch.optim.AdamW(params, lr=schedule.lr)
+    optimizer = _optimizer(params, schedule)
     prepared = accelerator.prepare(model, optimizer, forget_data,
                                    *([retain_data] if retain_data is not None else []))
     model, optimizer, forget_data = prepared[:3]
     retain_iter = cycle(prepared[3]) if retain_data is not None else None
     stop = stop or StopRule(kind="none")
     tokens = backbone.encoder().tokens
-    history: dict[str, Any] = {"steps": [], "evaluations": [], "stopped": "schedule",
-                               "check_seconds": 0.0}
+    # A fractional epoch count (the reference's step budget) ends mid-epoch.
+    total_steps = max(1, round(schedule.epochs * len(forget_data)))
+    watched = probe is not None and stop.kind != "none"
+    # What a run that ends on its budget says; the rule overwrites it when it stops the run.
+    history: dict[str, Any] = {"steps": [], "evaluations": [], "check_seconds": 0.0,
+                               "stopped": ceiling_reason(total_steps) if watched else "schedule"}
 
     def evaluate(step: int, epoch: int) -> dict[str, Any]:
         began = time.perf_counter()
         inner = accelerator.unwrap_model(model)
         point = {"step": step, "epoch": epoch,
-                 **measure(inner, probe, accelerator.device, tokens)}
-        history["evaluations"].append(point)
+                 **probe.measure(inner, accelerator.device, tokens)}
+        # per-row figures stay with the guard, out of the record
+        history["evaluations"].append({k: v for k, v in point.items() if k != "rows"})
         history["check_seconds"] += time.perf_counter() - began
         return point
 
@@ -121,8 +132,6 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
         _finish(history, model, backbone, accelerator, 0)
         return stopped_before_start(start, reason)
     guard = Guard.begin(stop, start, accelerator.unwrap_model(model))
-    # A fractional epoch count (the reference's step budget) ends mid-epoch.
-    total_steps = max(1, round(schedule.epochs * len(forget_data)))
     step = 0
     for epoch, forget_batch, retain_batch in _batches(forget_data, retain_iter, schedule,
                                                       total_steps, accelerator, desc):
@@ -141,6 +150,13 @@ def run_unlearning(backbone: Backbone, forget_data: DataLoader, retain_data: Dat
             history["stopped"], history["kept_step"] = ended
             break
     return _finish(history, model, backbone, accelerator, step)
+
+
+def _optimizer(params: list[torch.nn.Parameter], schedule: Schedule) -> torch.optim.Optimizer:
+    if schedule.lr is None:
+        raise ValueError("schedule.lr is not resolved: run the method through run_method, "
+                         "which sets it from lr_scale and the Original's lr")
+    return torch.optim.AdamW(params, lr=schedule.lr)
 
 
 def _batches(forget_data: DataLoader, retain_iter: Iterator[Batch] | None,
@@ -166,7 +182,7 @@ def measure_before_unlearning(backbone: Backbone, probe: Probe, device: torch.de
     """The stop rule's measurement of a model before any unlearning step."""
     backbone.model.to(device)
     return {"step": 0, "epoch": 0,
-            **measure(backbone.model, probe, device, backbone.encoder().tokens)}
+            **probe.measure(backbone.model, device, backbone.encoder().tokens)}
 
 
 def stopped_before_start(start: dict[str, Any], reason: str) -> dict[str, Any]:
