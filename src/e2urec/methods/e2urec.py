@@ -86,7 +86,7 @@ class E2URecOptions:
         "(needs teacher_scope answer and the membership stop rule; the augmented teacher "
         "only)")
     beta: float = option(0.7, help="weight of the forget loss against remember + CE on retain "
-                         "(paper: 0.4)")
+                         "(paper: 0.4; 1: the forget rows alone, no retain batch)")
     student: Literal["lora", "full"] = option(
         "lora", help="what trains: LoRA adapters on the Original (lora; targets up to "
         "all-linear) or every weight of a copy (full; the remembering teacher is then a frozen "
@@ -122,6 +122,9 @@ class E2URecOptions:
                                      "size, then spilled to a float16 file")
 
     def validate(self) -> None:
+        if not 0 <= self.beta <= 1:
+            raise ConfigError("beta weighs the forget loss against the retain terms: give a "
+                              "value in [0, 1]")
         wrong_place = self.teacher_scope != "answer" or self.stop.kind != "membership"
         if self.forget_teacher == "augmented" and self.calibrate_alpha and wrong_place:
             raise ConfigError("calibrate_alpha needs teacher_scope: answer and stop kind "
@@ -201,7 +204,9 @@ class E2URec(Unlearner):
         with self.phase("unlearning steps"):  # the retain teacher fills as batches come
             history = run_unlearning(
             student, loader(student, forget, schedule.batch_size, True, schedule.seed),
-            loader(student, retain, schedule.batch_size, True, schedule.seed),
+            # beta 1: the retain rows weigh nothing, so no retain batch is formed
+            loader(student, retain, schedule.batch_size, True, schedule.seed)
+            if opts.beta < 1 else None,
             distillation_loss(forget_teacher, retain_teacher, opts.beta,
                               1 if ctx.train.answer_loss == "decision" else None), schedule,
             ctx.accelerator, stop, probe, desc="e2urec", start=start)
