@@ -27,10 +27,20 @@ def test_a_grid_becomes_one_variant_per_combination(tmp_path):
                                                   "schedule": {"lr_scale": 1, "epochs": 2}}
 
 
-def test_the_frontier_is_a_study_of_every_stepping_method():
+def test_the_frontier_tunes_every_fast_method_under_its_own_stop_rule_and_ceiling():
     methods = load_study(CONFIGS / "frontier.yaml").methods
-    assert len(methods) == 4 * 3 * 2
-    assert all(m["stop"] == {"kind": "none"} for m in methods.values())
+    variants = {name: m for name, m in methods.items() if "=" in name}
+    for family in ("graddiff", "neggrad", "bad-teacher-labels"):
+        assert sum(name.startswith(f"{family}/lr_scale=") for name in variants) == 3, family
+    assert sum(name.startswith("npo/") for name in variants) == 3 * 2  # lr scale x beta
+    shards = {n: m for n, m in variants.items() if n.startswith("e2urec/shards/")}
+    assert len(shards) == 3 * 2
+    # Distillation toward the clean teacher stops on its plateau; ascent methods on the
+    # membership rule (their default); every variant within the same 6-epoch ceiling.
+    assert all(m["stop"]["kind"] == "plateau" and m["forget_teacher"] == "shards"
+               for m in shards.values())
+    assert all("stop" not in m for n, m in variants.items() if not n.startswith("e2urec"))
+    assert all(m["schedule"]["epochs"] == 6 for m in variants.values())
 
 
 @pytest.mark.parametrize("grid", ["[0.3, 1]", "{schedule.lr_scale: []}",
