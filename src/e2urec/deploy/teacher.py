@@ -105,13 +105,15 @@ def refresh(store: Store, log: Callable[[str], None], cpu: bool = False) -> list
     if path is None:
         return []
     record = read_record(path)
-    done = []
-    for k, users in sorted(holding(record, set(store.ledger.forgotten())).items()):
+    held = holding(record, set(store.ledger.forgotten()))
+    if not held:
+        return []
+    done, train = [], read_split(store.data_dir, "train")  # read once for every member
+    trainer = ShardTrainer(store.data_dir, store.backbone, store.train,
+                           make_accelerator(cpu=cpu), path)
+    for k, users in sorted(held.items()):
         began = time.perf_counter()
-        rows = [r for r in read_split(store.data_dir, "train")
-                if record["assignment"].get(str(r["user_id"])) == k]
-        trainer = ShardTrainer(store.data_dir, store.backbone, store.train,
-                               make_accelerator(cpu=cpu), path)
+        rows = [r for r in train if record["assignment"].get(str(r["user_id"])) == k]
         with atomic_dir(path / member_name(k)) as tmp:
             trainer.fit(k, rows, tmp)
         seconds = time.perf_counter() - began
