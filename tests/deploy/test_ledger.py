@@ -72,3 +72,35 @@ def test_open_refuses_what_it_cannot_read_safely(tmp_path):
     newer.close()
     with pytest.raises(LedgerError, match="newer than this e2urec reads"):
         Ledger.open(tmp_path / "newer.sqlite")
+
+
+FORMAT_2_REQUESTS = """
+CREATE TABLE requests (
+    id TEXT PRIMARY KEY, users TEXT NOT NULL, received TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'done', 'failed',
+                                           'abandoned')),
+    method TEXT, options TEXT, verification TEXT, finished TEXT, seconds REAL,
+    unlearn_seconds REAL, version_before TEXT, version_after TEXT, metrics_before TEXT,
+    metrics_after TEXT, data_sha256 TEXT, model_sha256 TEXT, purged TEXT, reason TEXT,
+    requested_by TEXT, outside TEXT
+);
+"""
+
+
+def test_a_format_2_ledger_is_upgraded_in_place_and_keeps_every_request(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(FORMAT_2_REQUESTS + "INSERT INTO requests (id, users, received, status, "
+                     "requested_by) VALUES ('r1', '[\"u1\"]', '2026-01-01', 'done', 'dpo');"
+                     "PRAGMA user_version = 2;")
+    db.close()
+    ledger = Ledger.open(path)
+    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == FORMAT == 3
+    old = ledger.request("r1")
+    assert (old["users"], old["status"], old["requested_by"], old["due"]) == \
+        (["u1"], "done", "dpo", None)
+    # The new status and column are usable: a request that may wait is queued.
+    ledger.record_request("r2", ["u2"], "e2urec", {}, {}, due="2026-02-01T00:00:00+00:00")
+    with ledger.transaction() as tx:
+        ledger.update_request(tx, "r2", status="queued")
+    assert [r["id"] for r in ledger.queued()] == ["r2"] and ledger.unfinished() == []

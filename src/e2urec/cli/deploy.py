@@ -47,6 +47,13 @@ def _deploy_action(args: argparse.Namespace, store: Any) -> int:
         report = {**status(store), "purged_now": purged}
         print(json.dumps(report, indent=2) if args.json else format_status(report, store.root))
         return 0 if report["consistent"] else 1
+    if args.action == "flush":
+        from e2urec.deploy.queue import flush
+
+        with folder_lock(store.root, "request", wait=args.wait, log=log):
+            outcome = flush(store, log=log, exact=args.exact)
+        print(f"{outcome.request_id or 'queue'}: {outcome.status}: {outcome.message}")
+        return 1 if outcome.status == "failed" else 0
     if args.action == "abandon":
         from e2urec.deploy.requests import abandon
 
@@ -117,7 +124,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     with open_store(args.store) as store, folder_lock(store.root, "request", wait=args.wait,
                                                       log=log):
         outcome = forget(store, args.users, args.method, options, args.request_id,
-                         verification, log=log, requested_by=args.requested_by)
+                         verification, log=log, requested_by=args.requested_by,
+                         queue_days=args.queue_days)
     prefix = f"{outcome.request_id}: " if outcome.request_id else ""
     print(f"{prefix}{outcome.status}: {outcome.message}")
     return 1 if outcome.status == "failed" else 0

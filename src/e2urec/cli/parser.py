@@ -191,8 +191,16 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=what)
         action.add_argument("--store", required=True)
         action.add_argument("--json", action="store_true", help="print JSON")
-    abandon = actions.add_parser("abandon", help="give up a pending request (recorded, "
-                                 "never deleted; its users are not forgotten)")
+    flush = actions.add_parser("flush", help="forget the queued requests together: where "
+                               "the check can see their users together, or on the exact "
+                               "path where one is due (run it daily)")
+    flush.add_argument("--store", required=True)
+    flush.add_argument("--exact", action="store_true",
+                       help="forget every queued user now on the exact path (retrain)")
+    flush.add_argument("--wait", action="store_true",
+                       help="wait for a request running on the store")
+    abandon = actions.add_parser("abandon", help="give up a pending or queued request "
+                                 "(recorded, never deleted; its users are not forgotten)")
     abandon.add_argument("--store", required=True)
     abandon.add_argument("--request-id", required=True)
     abandon.add_argument("--reason", required=True, help="why, for the ledger")
@@ -222,6 +230,12 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                             f"(default {field.default})")
     forget.add_argument("--wait", action="store_true",
                         help="wait for a request already running on the store")
+    forget.add_argument("--queue-days", type=float, metavar="DAYS",
+                        help="where the check cannot tell these users from never-trained "
+                        "users alone, queue the request for at most DAYS (up to 30): it is "
+                        "forgotten with later queued requests once the check can see them "
+                        "together, or on the exact path when due (e2urec deploy flush, run "
+                        "daily); default: the exact path at once")
     forget.add_argument("--no-exact-retry", dest="exact_retry", action="store_false",
                         help="when an approximate method fails verification, stop there "
                         "(default: the users are forgotten by retraining, as a second "

@@ -21,7 +21,8 @@ def format_history(requests: list[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
     ended = [f"{r['status']} {r['id']}: {r['reason']}" for r in requests
-             if r["status"] in ("failed", "abandoned")]
+             if r["status"] in ("failed", "abandoned", "queued")
+             or (r["status"] == "done" and r.get("due"))]
     asked = [f"requested by {r['id']}: {r['requested_by']}" for r in requests
              if r.get("requested_by")]
     return "\n".join(lines + ended + asked)
@@ -80,6 +81,10 @@ def format_status(report: dict[str, Any], root: Path) -> str:
         lines.append(f"  unfinished request {request['id']} ({request['status']}); finish it "
                      f"with: e2urec forget --store {root} --request-id {request['id']} "
                      f"--users {' '.join(request['users'])}")
+    for request in report.get("queued", []):
+        lines.append(f"  queued request {request['id']} ({len(request['users'])} user(s)), "
+                     f"due {request['due']}" + (": OVERDUE, run e2urec deploy flush --store "
+                                                f"{root}" if request["overdue"] else ""))
     if report["unrecorded_versions"]:
         lines.append(f"  unrecorded version folders (an interrupted request's; removed when "
                      f"it finishes): {', '.join(report['unrecorded_versions'])}")

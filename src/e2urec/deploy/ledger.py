@@ -9,9 +9,15 @@ A request moves ``pending`` (recorded, nothing changed) -> ``applied`` (its
 version is current, purging under way) -> ``done``; or ``pending`` ->
 ``failed`` (verification said no; the current version is unchanged), or
 ``pending`` -> ``abandoned`` (an operator gave it up; recorded, never deleted).
+A request that may wait (it has a ``due`` time) and that the check cannot see
+alone moves ``pending`` -> ``queued``: it is forgotten with later queued
+requests once the check can see them together, or on the exact path by its
+due time (requests.py, :func:`flush`), and then ends ``done`` naming the
+request that forgot its users; a queued request blocks no other.
 
-Format 2 added who asked, what lies outside the store, and ``abandoned``; a
-format-1 ledger is upgraded in place when opened.
+Format 2 added who asked, what lies outside the store, and ``abandoned``;
+format 3 ``queued`` and ``due``. An older ledger is upgraded in place when
+opened.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-FORMAT = 2
+FORMAT = 3
 LEDGER_FILE = "ledger.sqlite"
 
 REQUESTS = """
@@ -33,8 +39,8 @@ CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     users TEXT NOT NULL,                 -- JSON list of user ids
     received TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'done', 'failed',
-                                           'abandoned')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'queued', 'applied', 'done',
+                                           'failed', 'abandoned')),
     method TEXT, options TEXT,           -- JSON
     verification TEXT,                   -- JSON: the thresholds the candidate had to meet
     finished TEXT,
@@ -46,8 +52,9 @@ CREATE TABLE requests (
     purged TEXT,                         -- JSON list of what was deleted
     reason TEXT,
     requested_by TEXT,                   -- who asked (free text), when given
-    outside TEXT                         -- JSON list: places outside the store still
+    outside TEXT,                        -- JSON list: places outside the store still
                                          -- holding the users (not ours to delete)
+    due TEXT                             -- a request that may wait: forgotten by then
 );
 """
 SCHEMA = REQUESTS + """
@@ -70,9 +77,11 @@ CREATE TABLE forgotten (
 
 JSON_FIELDS = ("users", "options", "verification", "metrics_before", "metrics_after",
                "model_sha256", "purged", "forgotten", "outside")
+# The requests table's columns in each earlier format, copied over on an upgrade.
 FORMAT_1_COLUMNS = ("id, users, received, status, method, options, verification, finished, "
                     "seconds, unlearn_seconds, version_before, version_after, metrics_before, "
                     "metrics_after, data_sha256, model_sha256, purged, reason")
+EARLIER_COLUMNS = {1: FORMAT_1_COLUMNS, 2: FORMAT_1_COLUMNS + ", requested_by, outside"}
 
 
 class LedgerError(ValueError):
@@ -134,8 +143,8 @@ class Ledger:
         if version < 1:
             db.close()
             raise LedgerError(f"{path}: not an e2urec ledger (format {version})")
-        if version == 1:
-            _upgrade_from_1(db, path)
+        if version < FORMAT:
+            _upgrade(db, path, version)
         return cls(db, path)
 
     def close(self) -> None:
@@ -159,16 +168,22 @@ class Ledger:
         return [_decode(r) for r in rows]
 
     def unfinished(self) -> list[dict[str, Any]]:
+        """Requests under way (a queued one waits, and blocks no other)."""
         return [r for r in self.requests() if r["status"] in ("pending", "applied")]
+
+    def queued(self) -> list[dict[str, Any]]:
+        """Requests waiting to be forgotten together, oldest first."""
+        return [r for r in self.requests() if r["status"] == "queued"]
 
     def record_request(self, request_id: str, users: Sequence[str], method: str,
                        options: dict[str, Any], verification: dict[str, Any],
-                       requested_by: str | None = None) -> None:
+                       requested_by: str | None = None, due: str | None = None) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO requests (id, users, received, status, method, options, "
-                       "verification, requested_by) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                       "verification, requested_by, due) "
+                       "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
                        (request_id, json.dumps(list(users)), now(), method,
-                        json.dumps(options), json.dumps(verification), requested_by))
+                        json.dumps(options), json.dumps(verification), requested_by, due))
 
     def update_request(self, db: sqlite3.Connection, request_id: str, **fields: Any) -> None:
         names = ", ".join(f"{k} = ?" for k in fields)
@@ -265,22 +280,23 @@ class Ledger:
                    (version_id,))
 
 
-def _upgrade_from_1(db: sqlite3.Connection, path: Path) -> None:
-    """Format 1 -> 2 in one transaction: the requests table gains its new columns and
-    the ``abandoned`` status (SQLite alters a CHECK only by rebuilding the table)."""
+def _upgrade(db: sqlite3.Connection, path: Path, version: int) -> None:
+    """An earlier format -> today's in one transaction: the requests table gains its new
+    columns and statuses (SQLite alters a CHECK only by rebuilding the table)."""
+    columns = EARLIER_COLUMNS[version]
     try:
         with db:
             db.execute("BEGIN IMMEDIATE")
-            db.execute("ALTER TABLE requests RENAME TO requests_format_1")
+            db.execute("ALTER TABLE requests RENAME TO requests_earlier")
             db.execute(REQUESTS.strip().rstrip(";"))
-            db.execute(f"INSERT INTO requests ({FORMAT_1_COLUMNS}) SELECT {FORMAT_1_COLUMNS} "
-                       "FROM requests_format_1")
-            db.execute("DROP TABLE requests_format_1")
+            db.execute(f"INSERT INTO requests ({columns}) SELECT {columns} "
+                       "FROM requests_earlier")
+            db.execute("DROP TABLE requests_earlier")
             db.execute(f"PRAGMA user_version = {FORMAT}")
     except sqlite3.DatabaseError as err:
         db.close()
-        raise LedgerError(f"{path}: a format-1 ledger that cannot be upgraded here ({err}); "
-                          "open it once where the store is writable") from None
+        raise LedgerError(f"{path}: a format-{version} ledger that cannot be upgraded here "
+                          f"({err}); open it once where the store is writable") from None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

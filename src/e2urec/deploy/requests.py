@@ -16,34 +16,44 @@
    trains the auditor's references that held them again without them
    (``done``). Fail: the candidate is deleted, ``current`` stays (``failed``).
 
+A request that may wait (``queue_days``) and that the check cannot see alone is
+``queued`` instead of failing: :func:`flush` forgets the queued requests
+together once the check can see their users together, or on the exact path when
+one is due (``e2urec deploy flush``, run daily; every queued request also tries
+it). A queued request blocks no other; one that names a queued user forgets
+them at once, and the queued request ends ``done`` when all its users are.
+
 A process killed anywhere leaves the request ``pending`` or ``applied``;
 running the same request again finishes it (see :func:`resume`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from e2urec.config import ConfigError, to_dict
+from e2urec.deploy.attempt import RETRIED, attempt
 from e2urec.deploy.ledger import now
+from e2urec.deploy.queue import close_queued, flush, own_outcome
 from e2urec.deploy.redaction import data_users, request_data
 from e2urec.deploy.status import status
-from e2urec.deploy.steps import Outcome, RequestError, carry_out, purge
+from e2urec.deploy.steps import Outcome, RequestError, purge
 from e2urec.deploy.store import Store, check_request_id, delete_inside
 from e2urec.deploy.teacher import request_options as teacher_options
 from e2urec.deploy.verify import Verification
 from e2urec.methods.registry import REGISTRY, get_method, parse_options
 
-__all__ = ["Outcome", "RequestError", "Verification", "abandon", "forget", "request_data"]
+__all__ = ["Outcome", "RequestError", "Verification", "abandon", "flush", "forget",
+           "request_data"]
 
 
 def forget(store: Store, users: Sequence[str], method: str | None = None,
            options: dict[str, Any] | None = None, request_id: str | None = None,
            verification: Verification | None = None,
            log: Callable[[str], None] = print, requested_by: str | None = None,
-           cpu: bool = False) -> Outcome:
+           cpu: bool = False, queue_days: float | None = None) -> Outcome:
     """Carry out one deletion request (the caller holds the store's lock).
 
     ``method`` defaults to the store's own path: retraining its shards on an ensemble
@@ -51,10 +61,15 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
     ``verification.exact_retry``, a request whose approximate method fails (verification,
     power, or an error of the method) is carried out again, as a new request in the
     ledger, by :data:`EXACT_METHOD` (the users are still forgotten).
-    ``cpu``: train on the CPU even with a GPU.
+    ``cpu``: train on the CPU even with a GPU. ``queue_days``: where the check cannot see
+    the users alone, the request may wait this long to be forgotten with others (see
+    :func:`flush`) rather than take the exact path at once.
     """
     if request_id is not None:
         check_request_id(request_id)
+    if queue_days is not None and not 0 < queue_days <= MAX_QUEUE_DAYS:
+        raise ConfigError(f"queue_days {queue_days}: a request may wait more than 0 and at "
+                          f"most {MAX_QUEUE_DAYS} days")
     method = method or default_method(store)
     verification = verification or Verification()
     users = list(dict.fromkeys(str(u).strip() for u in users if str(u).strip()))
@@ -74,12 +89,23 @@ def forget(store: Store, users: Sequence[str], method: str | None = None,
         return Outcome(request_id, "nothing to do",
                        "every user in the request was already forgotten")
     request_id = request_id or ledger.next_request_id()
+    due = None if queue_days is None or get_method(method).exact else \
+        (datetime.now(UTC) + timedelta(days=queue_days)).isoformat(timespec="seconds")
     ledger.record_request(request_id, todo, method, options or {}, to_dict(verification),
-                          requested_by)
+                          requested_by, due)
     log(f"[forget] request {request_id}: {len(todo)} user(s) recorded as pending")
     if overridden := verification.overridden():
         log(f"[forget] request {request_id}: verification thresholds overridden: {overridden}")
-    return _attempt(store, ledger.request(request_id), verification, log, cpu)
+    outcome = attempt(store, ledger.request(request_id), verification, log, cpu)
+    if outcome.status == "queued":
+        flushed = flush(store, log, cpu)
+        return own_outcome(store, request_id, flushed) or outcome
+    close_queued(store, log)  # a queued request whose users this one forgot ends here
+    return outcome
+
+
+# The longest a request may wait in the queue (deletion law allows about a month).
+MAX_QUEUE_DAYS = 30
 
 
 def _users_to_forget(store: Store, users: list[str], log: Callable[[str], None]
@@ -101,49 +127,17 @@ def _users_to_forget(store: Store, users: list[str], log: Callable[[str], None]
     for user in (u for u in users if u in forgotten):
         log(f"[forget] user {user} was already forgotten by request {forgotten[user]}; "
             "not unlearned again")
+    waiting = {u: r["id"] for r in ledger.queued() for u in r["users"]}
+    for user in (u for u in users if u in waiting and u not in forgotten):
+        log(f"[forget] user {user} waits in queued request {waiting[user]}; this request "
+            "forgets them now")
     return [u for u in users if u not in forgotten]
-
-
-def _attempt(store: Store, request: dict[str, Any], verification: Verification,
-             log: Callable[[str], None], cpu: bool) -> Outcome:
-    """Carry out a recorded request and, where its approximate method fails, retry it on
-    the exact path: the same path for a first run and for a rerun after a kill."""
-    outcome = carry_out(store, request, verification, log, cpu)
-    if (outcome.status == "failed" and verification.exact_retry
-            and not get_method(request["method"]).exact):
-        return _retry_exact(store, outcome, request["users"], verification, log,
-                            request["requested_by"], cpu)
-    return outcome
-
-
-# How a failed request's reason names its retry (see _retry_exact).
-RETRIED = re.compile(r"retried on the exact path \(\w+\) as request (\S+)$")
-# A single-model store's exact path: a model trained again on the store's data without
-# the users, with the store's own recipe (an ensemble store's exact path is its method).
-EXACT_METHOD = "retrain"
-
-
-def _retry_exact(store: Store, failed: Outcome, users: list[str], verification: Verification,
-                 log: Callable[[str], None], requested_by: str | None, cpu: bool) -> Outcome:
-    """The failed request's users again, as a new request carried out by Retrain; the
-    failed one's reason names it, so the ledger keeps both attempts and their link."""
-    ledger, rid = store.ledger, failed.request_id
-    retry = ledger.next_request_id()
-    ledger.record_request(retry, users, EXACT_METHOD, {}, to_dict(verification), requested_by)
-    with ledger.transaction() as db:
-        reason = ledger.request(rid)["reason"]
-        ledger.update_request(db, rid, reason=f"{reason}; retried on the exact path "
-                                              f"({EXACT_METHOD}) as request {retry}")
-    log(f"[forget] request {rid} failed verification; retrying on the exact path "
-        f"({EXACT_METHOD}) as request {retry}")
-    retried = carry_out(store, ledger.request(retry), verification, log, cpu)
-    return Outcome(retry, retried.status, f"{failed.message}; retried on the exact path as "
-                   f"request {retry}: {retried.message}")
 
 
 def abandon(store: Store, request_id: str, reason: str,
             log: Callable[[str], None] = print) -> Outcome:
-    """Give up a pending request: recorded as ``abandoned`` with ``reason``, never deleted.
+    """Give up a pending or queued request: recorded as ``abandoned`` with ``reason``,
+    never deleted.
 
     Its scratch is deleted; nothing else changes (a pending request changed nothing).
     An ``applied`` request cannot be abandoned: its version is current and its
@@ -153,7 +147,7 @@ def abandon(store: Store, request_id: str, reason: str,
     request = store.ledger.request(request_id)
     if request is None:
         raise RequestError(f"no request {request_id} in the ledger")
-    if request["status"] != "pending":
+    if request["status"] not in ("pending", "queued"):
         hint = (f"; finish it: e2urec forget --store {store.root} --request-id {request_id} "
                 f"--users {' '.join(request['users'])}" if request["status"] == "applied"
                 else "")
@@ -223,11 +217,15 @@ def resume(store: Store, request: dict[str, Any], users: Sequence[str],
         return Outcome(rid, "already abandoned", f"request {rid} was abandoned on "
                        f"{request['finished']} ({request['reason']}); its users are not "
                        "forgotten: send a new request id to forget them")
+    if request["status"] == "queued":
+        log(f"[forget] request {rid} is queued (due {request['due']}); trying the queue")
+        return own_outcome(store, rid, flush(store, log, cpu)) or Outcome(
+            rid, "queued", f"request {rid} is queued until {request['due']}")
     if request["status"] == "applied":
         log(f"[forget] request {rid}: applied before an interruption; finishing the purge")
         return purge(store, request, log)
     log(f"[forget] request {rid}: pending after an interruption; starting it again")
     # The thresholds recorded with the request hold, whatever this call was given.
-    return _attempt(store, request, Verification.from_request(request), log, cpu)
+    return attempt(store, request, Verification.from_request(request), log, cpu)
 
 

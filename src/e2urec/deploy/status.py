@@ -11,6 +11,7 @@ from e2urec.data.samples import (
 )
 from e2urec.deploy.auditor import AUDITOR_DIR
 from e2urec.deploy.auditor import problems as auditor_problems
+from e2urec.deploy.ledger import now
 from e2urec.deploy.redaction import data_users
 from e2urec.deploy.store import BACKBONE_DIR, LEFTOVER, Store, delete_inside, read_info
 from e2urec.deploy.teacher import problems as teacher_problems
@@ -121,6 +122,10 @@ def status(store: Store) -> dict[str, Any]:
         "forgotten_users": len(ledger.forgotten()),
         "unfinished": [{"id": r["id"], "status": r["status"], "users": r["users"]}
                        for r in unfinished],
+        # A queued request is consistent (it waits, by design); one past due is reported
+        # for `e2urec deploy flush` to forget on the exact path.
+        "queued": [{"id": r["id"], "users": r["users"], "due": r["due"],
+                    "overdue": r["due"] <= now()} for r in ledger.queued()],
         "unrecorded_versions": sorted(on_disk - known),
         "leftover_copies": copies,
         "leftover_work": sorted(p.name for p in (store.root / "work").glob("*")

@@ -52,31 +52,27 @@ class Outcome:
 
 
 def carry_out(store: Store, request: dict[str, Any], verification: Verification,
-               log: Callable[[str], None], cpu: bool = False) -> Outcome:
+              log: Callable[[str], None], cpu: bool = False) -> Outcome:
     rid, users, ledger = request["id"], request["users"], store.ledger
     began = time.perf_counter()
     cleaned = _remove_leftovers(store, request)
     work = store.work_dir(rid)
     delete_inside(store.root, work)  # an interrupted attempt's scratch
     current = ledger.current()
-    data = request_data(store.data_dir, users, work / "data")
-    rows = len(read_split(data, "forget"))
+    data, rows, levels, before = measure_before(store, users, verification, work)
     if not rows:
         # no training rows (e.g. a holdout user): no model trained on them; purge only
         log(f"[forget] request {rid}: no model trained on these users' rows; purging their "
             "data only")
         return _apply(store, request, current.id, {}, {}, current.model_sha256, 0.0, began,
                       cleaned, log)
-    levels = request_levels(store, *verification_rows(data, verification))
-    before = measure_request(store.current_dir(), data, verification, levels)
     exact = get_method(request["method"]).exact
-    if not exact:  # an approximate deletion that could not pass is not attempted
-        if verification.power:
-            before["power"] = power(before, verification)
-        stated = power_for((read_info(store.root).get("auditor") or {}).get("power"),
-                           len(users))
-        if reason := cannot_show(before, verification, stated):
-            return _fail(store, rid, reason, current.id, before, {}, began, cleaned, work)
+    # An approximate deletion that could not pass is not attempted: it fails, or a
+    # request that may wait is queued.
+    if not exact and (reason := unseen(store, before, verification)):
+        if request["due"] and request["due"] > now():
+            return _queue(store, rid, reason, current.id, before, began, cleaned, work)
+        return _fail(store, rid, reason, current.id, before, {}, began, cleaned, work)
     log(f"[forget] request {rid}: unlearning {rows} training rows with {request['method']}")
     try:
         record, candidate = _unlearn(store, request, data, work, cpu)
@@ -104,6 +100,44 @@ def carry_out(store: Store, request: dict[str, Any], verification: Verification,
     repoint_adapters(target, store.backbone.name, store.backbone.name)
     return _apply(store, request, new_id, before, after, folder_sha256(target),
                   record["unlearn_seconds"], began, cleaned, log)
+
+
+def measure_before(store: Store, users: list[str], verification: Verification, work: Path
+                   ) -> tuple[Path, int, Any, dict[str, Any]]:
+    """The request's data (in ``work``), its forget rows, the auditor's levels and the
+    current version's measures on it (none where the users have no training row)."""
+    data = request_data(store.data_dir, users, work / "data")
+    rows = len(read_split(data, "forget"))
+    if not rows:
+        return data, 0, None, {}
+    levels = request_levels(store, *verification_rows(data, verification))
+    return data, rows, levels, measure_request(store.current_dir(), data, verification,
+                                               levels)
+
+
+def unseen(store: Store, before: dict[str, Any], verification: Verification) -> str | None:
+    """Why no approximate deletion of the measured users could be shown (None: one could);
+    ``before`` gains what the check saw (its ``power``)."""
+    if verification.power:
+        before["power"] = power(before, verification)
+    stated = power_for((read_info(store.root).get("auditor") or {}).get("power"),
+                       len(before["users"]))
+    return cannot_show(before, verification, stated)
+
+
+def _queue(store: Store, rid: str, reason: str, version: str, before: dict[str, Any],
+           began: float, cleaned: list[str], work: Path) -> Outcome:
+    """Record a request that waits for others to be forgotten with (nothing changed)."""
+    delete_inside(store.root, work)
+    request = store.ledger.request(rid)
+    with store.ledger.transaction() as db:
+        store.ledger.update_request(db, rid, status="queued", reason=f"queued: {reason}",
+                                    seconds=time.perf_counter() - began,
+                                    version_before=version, metrics_before=recorded(before),
+                                    purged=cleaned)
+    return Outcome(rid, "queued", f"request {rid} is queued until {request['due']}: the check "
+                   "cannot see these users alone; they are forgotten with later queued "
+                   "requests once it can see them together, or on the exact path by then")
 
 
 def _fail(store: Store, rid: str, reason: str, version: str, before: dict[str, Any],
