@@ -344,3 +344,56 @@ def test_the_plateau_rule_is_refused_to_a_method_without_a_teacher(unlearn, tmp_
     with pytest.raises(ConfigError, match="plateau is for distillation"):
         unlearn("graddiff", {"stop": {"kind": "plateau"}}, out=tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_shard_gain_is_what_the_users_own_shard_learnt_over_the_others(
+        receraser_initial, one_user_forgotten):
+    from e2urec.checkpoints.folders import load_model
+    from e2urec.training.shards import shard_assignment
+    from e2urec.training.teachers import member_gain
+
+    members = [load_model(receraser_initial / m).model.eval()
+               for m in read_meta(receraser_initial)["members"]]
+    rows = read_split(one_user_forgotten, "forget")[:4]
+    _, assign = shard_assignment(one_user_forgotten, "user_balanced")
+    encoder = load_model(receraser_initial / read_meta(receraser_initial)["members"][0]).encoder()
+    tokens, batch = encoder.tokens, encoder.collate(encoder.encode(rows))
+    gain = member_gain(members, torch.tensor([assign(r) for r in rows]), tokens)(batch)
+
+    def log_odds(model):
+        with torch.no_grad():
+            z = answer_logits(model, batch)[:, 0]
+        return z[:, tokens.yes_id] - z[:, tokens.no_id]
+
+    each = torch.stack([log_odds(m) for m in members])
+    for i, row in enumerate(rows):
+        own = assign(row)
+        others = [k for k in range(len(members)) if k != own]
+        assert gain[i] == pytest.approx(float(each[own, i] - each[others, i].mean()), abs=1e-4)
+
+
+def test_e2urec_with_the_shard_gain_teacher_pushes_away_from_labels_to_the_probe_users_loss(
+        receraser_initial, one_user_forgotten, tmp_path):
+    from e2urec.methods import run_method
+    from e2urec.training.finetune import train_split
+    from tests.helpers import quick_train, tiny_backbone
+
+    original = tmp_path / "original"
+    train_split(one_user_forgotten, "train", tiny_backbone(), quick_train(), original)
+    options = {"forget_teacher": "shard-gain", "shards": str(receraser_initial),
+               "student": "full", "beta": 1.0, "schedule": {"epochs": 1, "lr": 3e-3},
+               "stop": {"kind": "plateau", "probe_size": 16}}
+    record = run_method("e2urec", one_user_forgotten, original, tiny_backbone(),
+                        quick_train(), options, tmp_path / "out")
+    teacher = record["teacher"]
+    assert teacher["kind"] == "shard-gain" and teacher["members"] == 8
+    assert teacher["samples_pushed"]["toward_label"] == 0.0  # only ever away from the label
+    assert 0 <= teacher["alpha"] <= 32 and teacher["calibrated"]
+    # Calibrated: the smallest alpha at which the teacher is as unsure of the forget rows as
+    # the Original is of probe users (0 where the Original already is), never surer.
+    assert teacher["teacher_loss"] >= teacher["original_loss"]
+    if teacher["original_loss"] >= teacher["target_loss"]:
+        assert teacher["alpha"] == 0 and teacher["teacher_loss"] == teacher["original_loss"]
+    else:
+        assert teacher["teacher_loss"] == pytest.approx(teacher["target_loss"], abs=0.02)
+    assert "first check" in record["phases"] and record["history"]["evaluations"]

@@ -54,6 +54,7 @@ from e2urec.evaluation.ranking import popularity
 from e2urec.evaluation.verdict import CANARY_TEST, VerdictOptions
 from e2urec.fileio import check_output, folder_lock
 from e2urec.methods.base import RECORD_FILE
+from e2urec.methods.e2urec import SHARD_TEACHERS
 from e2urec.runtime import set_threads
 from e2urec.training.stop_rule import stopped_by
 
@@ -113,7 +114,7 @@ def _run_seed(study: StudyConfig, stages: Stages, raw: RawSource) -> list[dict[s
             continue
         method_name = method_of(name)
         options, key_options = dict(options or {}), dict(options or {})
-        if method_name == "e2urec" and options.get("forget_teacher") == "shards" \
+        if method_name == "e2urec" and options.get("forget_teacher") in SHARD_TEACHERS \
                 and not options.get("shards"):
             # The user-sharded ensemble exists before any request: one stage a seed.
             shards, _ = stages.run("user-shards", {**base_key, "scheme": "user_balanced"},

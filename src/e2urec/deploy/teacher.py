@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from e2urec.config import BackboneConfig, TrainConfig
 from e2urec.data.samples import SHARDS_FILE, read_split
 from e2urec.fileio import atomic_dir, write_json
+from e2urec.methods.e2urec import SHARD_TEACHERS
 from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import ShardTrainer, member_name, save_initial_ensemble
 
@@ -131,13 +132,14 @@ def request_options(store: Store, method: str, options: dict[str, Any]) -> dict[
     """A request's method options with the store's teacher filled in where E2URec asks for
     the shards teacher (a ValueError where the store has none, or the request names its
     own)."""
-    if method != "e2urec" or options.get("forget_teacher") != "shards":
+    if method != "e2urec" or options.get("forget_teacher") not in SHARD_TEACHERS:
         return options
     if options.get("shards"):
         raise ValueError("shards: the store's teacher is its own (teacher/, kept free of every "
                          "forgotten user); drop the option")
     path = folder(store)
     if path is None:
-        raise ValueError(f"{store.root} has no teacher for forget_teacher: shards; make the "
-                         "store with `e2urec deploy init --teacher`")
+        raise ValueError(f"{store.root} has no teacher for forget_teacher: "
+                         f"{options['forget_teacher']}; make the store with `e2urec deploy "
+                         "init --teacher`")
     return {**options, "shards": str(path.resolve())}

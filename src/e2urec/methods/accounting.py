@@ -67,3 +67,16 @@ def stopwatch() -> Iterator[dict[str, float]]:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         result["seconds"] = time.perf_counter() - start
+
+
+class Phases(dict):
+    """Seconds spent per named phase of a run (``with phases.timed(name):``), summed over
+    the phase's spans; a plain dict for the record."""
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start

@@ -9,21 +9,19 @@ request (``calibrate_alpha``) so that the teacher is as unsure about the forget
 samples as the Original is about users it never saw (the probe users).
 With ``forget_teacher: shards`` the forgetting teacher is instead, for each forget
 row, the mean answer of the user-sharded models that never held its user (a
-RecEraser ensemble's ``initial/``, trained before any request).
-Remembering teacher (retain samples): the Original, which for a LoRA student
-is its own base with its adapters disabled, so no second copy is held.
-Loss: beta * L_forget + (1 - beta) * (L_remember + CE(retain)), soft-target
-cross-entropy over the whole vocabulary at the answer positions.
+RecEraser ensemble's ``initial/``, trained before any request); with
+``shard-gain`` it is the Original's answer moved away from the label by alpha
+times what the user's own shard model gained over those that never held them.
+Remembering teacher (retain samples): the Original (a LoRA student's own base,
+adapters off). Loss: beta * L_forget + (1 - beta) * (L_remember + CE(retain)),
+soft-target cross-entropy over the whole vocabulary at the answer positions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import math
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,12 +31,14 @@ import torch
 from e2urec.backbones.registry import Backbone
 from e2urec.checkpoints.folders import META_FILE, load_model, read_meta
 from e2urec.config import ConfigError, LoraConfig, TrainConfig, option
+from e2urec.methods.accounting import Phases
 from e2urec.methods.base import Unlearned, Unlearner
 from e2urec.methods.registry import register
 from e2urec.training.distillation import (
     base_logits,
     distillation_loss,
     forget_teacher_fn,
+    original_recording_gain,
     original_recording_shift,
 )
 from e2urec.training.loop import add_lora, fit, loader
@@ -63,6 +63,7 @@ from e2urec.training.teachers import (
     TeacherFn,
     frozen,
     held_out_shards,
+    member_gain,
 )
 from e2urec.training.unlearn_loop import (
     Schedule,
@@ -70,6 +71,9 @@ from e2urec.training.unlearn_loop import (
     run_unlearning,
     stopped_before_start,
 )
+
+# The forgetting teachers read from a user-sharded ensemble trained before the request.
+SHARD_TEACHERS = ("shards", "shard-gain")
 
 
 @dataclass
@@ -101,10 +105,13 @@ class E2URecOptions:
     teacher_scope: Literal["vocab", "answer"] = option(
         "answer", help="answer: only the teacher's Yes/No split, the rest of the vocabulary "
         "from the Original; vocab: the teacher's whole distribution (paper)")
-    forget_teacher: Literal["augmented", "shards"] = option(
+    forget_teacher: Literal["augmented", "shards", "shard-gain"] = option(
         "augmented", help="augmented: the paper's z_orig - alpha * relu(z_aug - z_orig); "
         "shards: for each forget row, the user-sharded models (option shards) that never held "
-        "its user, a non-member's answer rather than the Original's ranking pushed down")
+        "its user, a non-member's answer (of another model class); shard-gain: the Original's "
+        "Yes/No answer moved away from the label by alpha times the user's own shard model's "
+        "gain toward it over the shards that never held the user (alpha calibrated as for "
+        "augmented, on any stop rule)")
     shards: str | None = option(None, help="the folder of a user-sharded ensemble trained "
                                 "before the request (a receraser run's initial/), for "
                                 "forget_teacher: shards (the bench trains one a seed)")
@@ -130,6 +137,9 @@ class E2URecOptions:
             raise ConfigError("calibrate_alpha needs teacher_scope: answer and stop kind "
                               "membership (its target is the probe users' loss); set "
                               "calibrate_alpha: false to use a fixed alpha")
+        if self.forget_teacher == "shard-gain" and self.teacher_scope != "answer":
+            raise ConfigError("forget_teacher shard-gain moves the Yes/No answer only: use "
+                              "teacher_scope: answer")
 
 
 @register
@@ -150,15 +160,18 @@ class E2URec(Unlearner):
         opts, ctx = self.options, self.ctx
         forget, retain = ctx.rows("forget"), ctx.rows("retain")
         stop = opts.stop
-        self.phases: dict[str, float] = {}  # where the time goes, for the record
-        probe, start = None, None
-        if stop.kind == "membership":
-            with self.phase("first check"):
+        self.phases = Phases()  # where the time goes, for the record
+        probe, start, level = None, None, None
+        if stop.kind == "membership" or opts.forget_teacher == "shard-gain":
+            with self.phases.timed("first check"):
                 # Only the probe users (never trained on) decide; no valid or test row is read.
-                probe = make_probe(original, forget, ctx.rows("probe"), stop.probe_size,
+                first = make_probe(original, forget, ctx.rows("probe"), stop.probe_size,
                                    opts.schedule.seed)
-                start = measure_before_unlearning(original, probe, ctx.accelerator.device)
-            if reason := nothing_to_unlearn(start, stop):
+                measured = measure_before_unlearning(original, first, ctx.accelerator.device)
+            level = measured["holdout_loss"]  # a calibrated teacher's target
+            if stop.kind == "membership":
+                probe, start = first, measured
+            if start and (reason := nothing_to_unlearn(start, stop)):
                 # The augmented model and the teachers would go unused: skip them.
                 # A full student would be the Original itself: no copy to make.
                 kept = original if opts.student == "full" else self._student(original)[0]
@@ -166,42 +179,33 @@ class E2URec(Unlearner):
                     "history": stopped_before_start(start, reason),
                     "augment": {"source": "not needed"}, "teacher": {"source": "not needed"},
                     "teacher_forwards": {"forget": 0, "retain": 0}, "phases": self.phases})
-        return self._distil(original, forget, retain, stop, probe, start)
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+        return self._distil(original, forget, retain, stop, probe, start, level)
 
     def _distil(self, original: Backbone, forget: list[dict], retain: list[dict],
                 stop: StopRule, probe: Probe | TeacherProbe | None,
-                start: dict[str, Any] | None) -> Unlearned:
+                start: dict[str, Any] | None, level: float | None) -> Unlearned:
         """Augmented model, cached teachers, then the unlearning loop on LoRA adapters."""
         opts, ctx = self.options, self.ctx
         device, schedule = ctx.accelerator.device, opts.schedule
         augmented, augment_record = None, {"source": "not needed"}
         if opts.forget_teacher == "augmented":
-            with self.phase("augmented model"):
+            with self.phases.timed("augmented model"):
                 augmented, augment_record = self._augmented(original, forget)
         student, original_logits = self._student(original)
-        with self.phase("forget teacher"):
+        with self.phases.timed("forget teacher"):
             if augmented is None:
                 forget_teacher, teacher_record = self._shards_teacher(
-                    student, original_logits, forget, device)
+                    student, original_logits, forget, device, level)
             else:
                 forget_teacher, teacher_record = self._forget_teacher(
-                    student, original_logits, augmented, forget, device,
-                    start["holdout_loss"] if start else None)
+                    student, original_logits, augmented, forget, device, level)
         del augmented
         gc.collect()
         retain_teacher = self._cache(student, retain, device, original_logits)
         if stop.kind == "plateau":  # the distance to this teacher on forget rows decides
             probe = make_teacher_probe(student, forget, forget_teacher.logits,
                                        stop.probe_size, schedule.seed)
-        with self.phase("unlearning steps"):  # the retain teacher fills as batches come
+        with self.phases.timed("unlearning steps"):  # the retain teacher fills as batches come
             history = run_unlearning(
             student, loader(student, forget, schedule.batch_size, True, schedule.seed),
             # beta 1: the retain rows weigh nothing, so no retain batch is formed
@@ -239,7 +243,7 @@ class E2URec(Unlearner):
                        "seconds": history["seconds"], "train_loss": history["train_loss"]}
 
     def setup(self) -> None:
-        if self.options.forget_teacher == "shards":
+        if self.options.forget_teacher in SHARD_TEACHERS:
             self._shard_members()  # a wrong folder fails here, before the timer starts
 
     def _shard_members(self) -> tuple[list[Path], Assign]:
@@ -259,14 +263,26 @@ class E2URec(Unlearner):
         return [folder / m for m in meta["members"]], assign
 
     def _shards_teacher(self, student: Backbone, original_logits: TeacherFn,
-                        forget: list[dict], device: torch.device) -> tuple[Any, dict[str, Any]]:
-        """Each forget row taught by the shard models that never held its user."""
+                        forget: list[dict], device: torch.device, level: float | None
+                        ) -> tuple[Any, dict[str, Any]]:
+        """Each forget row taught by the shard models that never held its user (or, for
+        shard-gain, the Original moved by what the user's own shard gained)."""
         members, assign = self._shard_members()
         shard_of = torch.tensor([assign(row) for row in forget])
         models = [load_model(m, merged=True).model.to(device).eval() for m in members]
+        tokens = student.encoder().tokens
+        if self.options.forget_teacher == "shard-gain":
+            labels = torch.tensor([int(r["label"]) for r in forget])
+            log_odds, shift = torch.zeros(len(forget)), torch.zeros(len(forget))
+            cache = self._cache(student, forget, device, original_recording_gain(
+                original_logits, member_gain(models, shard_of, tokens), labels, log_odds,
+                shift, tokens))
+            cache.fill()  # then the members can go
+            return self._shift_teacher(cache, log_odds, shift, labels, tokens, level,
+                                       {"kind": "shard-gain", "members": len(members)})
         teacher = held_out_shards(models, shard_of)
         if self.options.teacher_scope == "answer":  # only the Yes/No split from the shards
-            tokens, shards_fn = student.encoder().tokens, teacher
+            shards_fn = teacher
 
             def teacher(batch):
                 return answer_scoped_teacher(original_logits(batch), shards_fn(batch),
@@ -308,12 +324,20 @@ class E2URec(Unlearner):
             original_logits, augmented.model, log_odds, shift, tokens, opts.teacher_space))
         cache.fill()
         labels = torch.tensor([int(r["label"]) for r in forget])
+        return self._shift_teacher(cache, log_odds, shift, labels, tokens, target_loss,
+                                   {"kind": "augmented"})
+
+    def _shift_teacher(self, cache: TeacherCache, log_odds: torch.Tensor, shift: torch.Tensor,
+                       labels: torch.Tensor, tokens, target_loss: float | None,
+                       record: dict[str, Any]) -> tuple[DecisionShiftTeacher, dict[str, Any]]:
+        """The Original's answers moved by alpha * shift, alpha calibrated to the probe
+        users' loss (or the option's), and the teacher's record."""
+        opts = self.options
         alpha = opts.alpha
         if opts.calibrate_alpha:
             alpha = calibrate_alpha(log_odds, shift, labels, target_loss, opts.alpha)
         return DecisionShiftTeacher(cache, shift, tokens, alpha), {
-            "kind": "augmented", "alpha": alpha, "scope": "answer",
-            "calibrated": opts.calibrate_alpha,
+            **record, "alpha": alpha, "scope": "answer", "calibrated": opts.calibrate_alpha,
             "target_loss": target_loss, "original_loss": float(decision_loss(log_odds, labels)),
             "teacher_loss": float(decision_loss(log_odds - alpha * shift, labels)),
             "samples_pushed": push_shares(shift, labels)}

@@ -68,6 +68,25 @@ def forget_teacher_fn(original: TeacherFn, augmented: torch.nn.Module, alpha: fl
     return teacher
 
 
+def original_recording_gain(original: TeacherFn, gain: TeacherFn, labels: torch.Tensor,
+                            log_odds: torch.Tensor, shift: torch.Tensor, tokens):
+    """The Original's logits as a teacher function that also records, per sample, its
+    Yes-vs-No log-odds and the shift of the shard-gain teacher: the user's own shard
+    model's gain toward the sample's label (:func:`~e2urec.training.teachers.member_gain`,
+    none where it gained nothing), so that ``log_odds - alpha * shift`` moves each answer
+    away from its label by alpha times what a model learnt from holding the user."""
+
+    def teacher(batch):
+        z_orig = original(batch)
+        index = batch["index"].cpu()
+        sign = labels[index].float() * 2 - 1
+        log_odds[index] = decision_log_odds(z_orig, tokens.yes_id, tokens.no_id).cpu()
+        shift[index] = torch.relu(sign * gain(batch).cpu()) * sign
+        return z_orig
+
+    return teacher
+
+
 def original_recording_shift(original: TeacherFn, augmented: torch.nn.Module,
                              log_odds: torch.Tensor, shift: torch.Tensor, tokens,
                              space: str = "logits"):

@@ -60,6 +60,28 @@ def held_out_shards(members: Sequence[torch.nn.Module], shard_of: torch.Tensor) 
     return run
 
 
+def member_gain(members: Sequence[torch.nn.Module], shard_of: torch.Tensor,
+                tokens: AnswerTokens) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    """Per row, what its user's own shard model learnt of it: that model's Yes-vs-No
+    log-odds minus the mean of those of the shard models that never held the user."""
+    held_out = held_out_shards(members, shard_of)
+
+    def log_odds(logits: torch.Tensor) -> torch.Tensor:
+        return (logits[:, 0, tokens.yes_id] - logits[:, 0, tokens.no_id]).float()
+
+    def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        holder = shard_of[batch["index"].cpu()].to(batch["input_ids"].device)
+        own = torch.zeros(len(holder), device=holder.device)
+        with torch.no_grad():
+            for k, member in enumerate(members):
+                if (use := holder == k).any():
+                    own[use] = log_odds(answer_logits(member, {key: value[use] for key, value
+                                                               in batch.items()}))
+        return own - log_odds(held_out(batch))
+
+    return run
+
+
 class TeacherCache:
     """Answer-position logits ``[A, V]`` of one frozen teacher for a fixed list of samples."""
 
