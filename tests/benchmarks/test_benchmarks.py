@@ -42,3 +42,34 @@ def test_ranking_speed_agrees_with_whole_prompt_scoring(prepared_dir, llama_orig
     assert float(row["max |dP|"]) < 1e-4  # the shared prefix changes no score
     assert float(row["whole s"]) >= 0 and float(row["shared-prefix s"]) >= 0  # 0.01 s steps
     assert "ranking speed-up:" in out
+
+
+def test_teacher_verdict_judges_each_teacher_the_way_the_bench_judges_a_model(
+        synthetic_raw, tmp_path, capsys):
+    from e2urec.config import PrepareConfig
+    from e2urec.data.movielens import read_movielens
+    from e2urec.data.protocol import prepare, write_prepared
+    from e2urec.methods import run_method
+    from e2urec.training.finetune import train_split
+    from tests.helpers import quick_train, tiny_backbone
+
+    # Forgotten users who like some films and not others: their rows can be ranked.
+    config = PrepareConfig(protocol="paper", window=None, forget_users=["5", "6", "7", "8"],
+                           shards=2, seed=1, holdout_fraction=0.25, min_holdout_users=4)
+    data = write_prepared(prepare(read_movielens(synthetic_raw), config), tmp_path / "data")
+    train_split(data, "train", tiny_backbone(), quick_train(), tmp_path / "original")
+    run_method("receraser", data, None, tiny_backbone(), quick_train(epochs=1),
+               {"aggregator_hidden": 4, "aggregator_epochs": 1}, tmp_path / "receraser")
+    benchmark("teacher_verdict").main(["--data", str(data), "--original",
+                                       str(tmp_path / "original"), "--shards",
+                                       str(tmp_path / "receraser" / "initial")])
+    rows = {row["teacher"].split(" (")[0]: row
+            for row in read_table(capsys.readouterr().out, "teacher")}
+    assert set(rows) == {"original", "shards", "shards, own audit", "shard-gain"}
+    for row in rows.values():
+        for measure in ("ranking", "membership"):
+            value, low, high = (float(x) for x in
+                                row[measure].replace("[", "").replace("]", "")
+                                .replace(",", "").split())
+            assert low <= value <= high
+        assert row["verdict"] == "pass" or row["verdict"].startswith("fail: ")
