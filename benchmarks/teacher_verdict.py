@@ -31,6 +31,7 @@ from benchmarks.common import print_table
 from e2urec.checkpoints.folders import load_model, read_meta
 from e2urec.checkpoints.scorers import ModelScorer, load_scorer
 from e2urec.data.samples import read_split, subsample, unplanted
+from e2urec.evaluation.metrics import utility
 from e2urec.evaluation.predict import predict
 from e2urec.evaluation.verdict import GroupScores, VerdictOptions, summary, verdict
 from e2urec.training.losses import calibrate_alpha, decision_loss
@@ -71,10 +72,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"shard-gain (alpha {alpha:.2f})": (gain, audit_original)}
     rows = []
     for name, (on_rows, on_audit) in teachers.items():
-        result = verdict(group(forget, on_rows), group(audit, on_audit), [], VerdictOptions())
-        rows.append([name, *(interval(result["measures"][m]) for m in ("ranking", "membership")),
+        forgotten, outside = group(forget, on_rows), group(audit, on_audit)
+        result = verdict(forgotten, outside, [], VerdictOptions())
+        rows.append([name, f"{auc(forgotten):.3f}", f"{auc(outside):.3f}",
+                     *(interval(result["measures"][m]) for m in ("ranking", "membership")),
                      summary(result)])
-    print_table(["teacher", "ranking", "membership", "verdict"], rows)
+    print_table(["teacher", "forget AUC", "audit AUC", "ranking", "membership", "verdict"],
+                rows)
 
 
 def log_odds(scorer, rows: list[dict]) -> np.ndarray:
@@ -109,6 +113,10 @@ def group(rows: list[dict], z: np.ndarray) -> GroupScores:
     p = 1 / (1 + np.exp(-z))
     return GroupScores(np.array([r["user_id"] for r in rows]), labels, p,
                        -np.log(np.where(labels == 1, p, 1 - p)))
+
+
+def auc(scores: GroupScores) -> float:
+    return utility(scores.labels, scores.p_yes)["auc"]
 
 
 def interval(measure: dict) -> str:

@@ -73,3 +73,7 @@ def test_teacher_verdict_judges_each_teacher_the_way_the_bench_judges_a_model(
                                 .replace(",", "").split())
             assert low <= value <= high
         assert row["verdict"] == "pass" or row["verdict"].startswith("fail: ")
+    # Both teachers judged on the audit rows under the Original share its audit AUC.
+    assert rows["shards"]["audit AUC"] == rows["original"]["audit AUC"] \
+        == rows["shard-gain"]["audit AUC"]
+    assert rows["shards"]["forget AUC"] == rows["shards, own audit"]["forget AUC"]
