@@ -116,7 +116,7 @@ def refresh(store: Store, log: Callable[[str], None], cpu: bool = False) -> list
         began = time.perf_counter()
         rows = [r for r in train if record["assignment"].get(str(r["user_id"])) == k]
         with atomic_dir(path / member_name(k)) as tmp:
-            trainer.fit(k, rows, tmp)
+            trainer.train_shard(k, rows, tmp)
         seconds = time.perf_counter() - began
         record["assignment"] = {u: j for u, j in record["assignment"].items()
                                 if u not in users}

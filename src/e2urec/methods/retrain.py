@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from e2urec.backbones.registry import Backbone
 from e2urec.methods.base import Unlearned, Unlearner
 from e2urec.methods.registry import register
-from e2urec.training.finetune import finetune, initial_backbone, lora_base_dir, save_base
+from e2urec.training.finetune import initial_backbone, lora_base_dir, save_base, train_model
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Retrain(Unlearner):
         base_dir = None
         if ctx.train.use_lora:
             base_dir = save_base(start, lora_base_dir(ctx.out_dir), ctx.accelerator, "backbone")
-        model, record = finetune(ctx.data_dir, ctx.rows("retain"), ctx.backbone, ctx.train,
-                                 ctx.accelerator, start, desc="retrain")
+        model, record = train_model(ctx.data_dir, ctx.rows("retain"), ctx.backbone, ctx.train,
+                                    ctx.accelerator, start, desc="retrain")
         return Unlearned(model, base_dir, {"history": record["history"]},
                          meta={"train_record": {**record, "split": "retain"}})

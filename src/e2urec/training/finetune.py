@@ -49,9 +49,9 @@ def with_lora(start: Backbone, train: TrainConfig) -> Backbone:
     return add_lora(start, train.lora)
 
 
-def finetune(data_dir: str | Path, rows: Sequence[dict[str, Any]], backbone: BackboneConfig,
-             train: TrainConfig, accelerator: Accelerator, start: Backbone,
-             desc: str = "train") -> tuple[Backbone, dict[str, Any]]:
+def train_model(data_dir: str | Path, rows: Sequence[dict[str, Any]],
+                backbone: BackboneConfig, train: TrainConfig, accelerator: Accelerator,
+                start: Backbone, desc: str = "train") -> tuple[Backbone, dict[str, Any]]:
     """Fine-tune ``start`` (fully, or LoRA adapters on it) on ``rows``; nothing is saved.
 
     A ``start`` that already carries adapters (a slice checkpoint) trains them on.
@@ -67,13 +67,13 @@ def finetune(data_dir: str | Path, rows: Sequence[dict[str, Any]], backbone: Bac
     return model, record
 
 
-def finetune_and_save(data_dir: str | Path, rows: Sequence[dict[str, Any]],
-                      backbone: BackboneConfig, train: TrainConfig, out_dir: str | Path,
-                      accelerator: Accelerator, start: Backbone, base_dir: Path | None,
-                      meta: dict[str, Any] | None = None, desc: str = "train"
-                      ) -> dict[str, Any]:
-    """:func:`finetune`, then save on the main process (an adapter on ``base_dir``)."""
-    model, record = finetune(data_dir, rows, backbone, train, accelerator, start, desc)
+def train_and_save(data_dir: str | Path, rows: Sequence[dict[str, Any]],
+                   backbone: BackboneConfig, train: TrainConfig, out_dir: str | Path,
+                   accelerator: Accelerator, start: Backbone, base_dir: Path | None,
+                   meta: dict[str, Any] | None = None, desc: str = "train"
+                   ) -> dict[str, Any]:
+    """:func:`train_model`, then save on the main process (an adapter on ``base_dir``)."""
+    model, record = train_model(data_dir, rows, backbone, train, accelerator, start, desc)
     record.update(meta or {})
     if accelerator.is_main_process:
         save_model(model, out_dir, {"train_record": record}, base_dir=base_dir)
@@ -90,5 +90,5 @@ def train_split(data_dir: str | Path, split: str, backbone: BackboneConfig, trai
     base_dir = None
     if train.use_lora:
         base_dir = save_base(start, lora_base_dir(out_dir), accelerator, "backbone")
-    return finetune_and_save(data_dir, rows, backbone, train, out_dir, accelerator, start,
+    return train_and_save(data_dir, rows, backbone, train, out_dir, accelerator, start,
                              base_dir, meta={"split": split}, desc=f"train[{split}]")

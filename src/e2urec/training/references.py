@@ -26,7 +26,7 @@ from e2urec.checkpoints.folders import repoint_adapters
 from e2urec.config import BackboneConfig, ConfigError, TrainConfig
 from e2urec.data.samples import read_manifest, read_split
 from e2urec.fileio import atomic_dir, write_json
-from e2urec.training.finetune import finetune_and_save, initial_backbone, lora_base_dir, save_base
+from e2urec.training.finetune import initial_backbone, lora_base_dir, save_base, train_and_save
 from e2urec.training.loop import make_accelerator
 
 REFERENCES_FILE = "references.json"
@@ -100,8 +100,8 @@ def train_reference(data_dir: Path, rows: Sequence[dict[str, Any]],
     start = initial_backbone(backbone, data_dir, train.seed)
     base = save_base(start, lora_base_dir(out), accelerator, "backbone") \
         if train.use_lora else None
-    record = finetune_and_save(data_dir, held, backbone, train, out, accelerator, start, base,
-                               meta={"role": "reference"}, desc=f"reference {k + 1}")
+    record = train_and_save(data_dir, held, backbone, train, out, accelerator, start, base,
+                            meta={"role": "reference"}, desc=f"reference {k + 1}")
     if base:  # by a relative path: the folder is renamed into place
         repoint_adapters(out, base, base)
     return record["history"]["seconds"]

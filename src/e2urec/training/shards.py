@@ -27,10 +27,10 @@ from e2urec.config import BackboneConfig, ConfigError, TrainConfig, to_dict
 from e2urec.data.samples import SHARDS_FILE, read_split
 from e2urec.fileio import atomic_dir
 from e2urec.training.finetune import (
-    finetune,
-    finetune_and_save,
     initial_backbone,
     save_base,
+    train_and_save,
+    train_model,
     with_lora,
 )
 from e2urec.training.slices import (
@@ -89,7 +89,7 @@ class ShardTrainer:
     """Trains shard models on one prepared data folder, sharing one backbone folder for LoRA.
 
     With ``slice_bounds`` (training/slices.py) each shard trains slice by slice and
-    keeps every slice's checkpoint; ``refit`` then resumes from one of them. With LoRA
+    keeps every slice's checkpoint; :meth:`train_slices` then resumes from one of them. With LoRA
     every shard (and every slice checkpoint) is an adapter on one frozen base: ``base``
     when given (a model folder used where it lies, as a store's), else a copy of the
     backbone saved once inside ``root``.
@@ -132,20 +132,20 @@ class ShardTrainer:
         start = initial_backbone(self.backbone, self.data_dir, self.train.seed)
         return save_base(start, folder, self.accelerator, "shared shard backbone")
 
-    def fit(self, index: int, rows: list[dict], out_dir: Path) -> dict[str, Any]:
+    def train_shard(self, index: int, rows: list[dict], out_dir: Path) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"shard {index} has no samples; use fewer shards")
         if self.bounds(index):
-            return self.refit(index, rows, out_dir, None, 0)
+            return self.train_slices(index, rows, out_dir, None, 0)
         base = self.backbone_dir()
         start = load_model(base) if base else initial_backbone(self.backbone, self.data_dir,
                                                                self.train.seed)
-        return finetune_and_save(self.data_dir, rows, self.backbone, self.train, out_dir,
-                                 self.accelerator, start, base, meta={"shard": index},
-                                 desc=f"shard {index}")
+        return train_and_save(self.data_dir, rows, self.backbone, self.train, out_dir,
+                              self.accelerator, start, base, meta={"shard": index},
+                              desc=f"shard {index}")
 
-    def refit(self, index: int, rows: list[dict], out_dir: Path, resume: Path | None,
-              first: int) -> dict[str, Any]:
+    def train_slices(self, index: int, rows: list[dict], out_dir: Path, resume: Path | None,
+                     first: int) -> dict[str, Any]:
         """Train shard ``index``'s slices from ``first`` on (``resume``'s checkpoint
         ``first - 1`` as the start, its earlier checkpoints copied) into ``out_dir``."""
         parts = split_by_slice(rows, self.bounds(index))
@@ -169,9 +169,9 @@ class ShardTrainer:
                 copy_checkpoints(resume, tmp, first)
             for r in range(first, len(parts)):
                 if parts[r]:  # an empty slice keeps the checkpoint before it
-                    model, trained = finetune(self.data_dir, self.slice_rows(parts, r),
-                                              self.backbone, train, self.accelerator, model,
-                                              desc=f"shard {index} slice {r}")
+                    model, trained = train_model(self.data_dir, self.slice_rows(parts, r),
+                                                 self.backbone, train, self.accelerator,
+                                                 model, desc=f"shard {index} slice {r}")
                     record["history"]["seconds"] += trained["history"]["seconds"]
                 last = r == len(parts) - 1
                 save_model(model, tmp / ".member" if last else checkpoint_dir(tmp, r),
@@ -205,7 +205,7 @@ def initial_ensemble(trainer: ShardTrainer, scheme: str, folder: Path) -> list[P
             continue
         member = folder / member_name(index)
         if not (member / META_FILE).is_file():
-            trainer.fit(index, rows, member)
+            trainer.train_shard(index, rows, member)
         members.append(member)
     if not members:
         raise ValueError("no shard holds a training row: nothing to train")
@@ -264,9 +264,9 @@ def retrain_affected(trainer: ShardTrainer, scheme: str, initial: list[Path],
         member = out_dir / member_name(index)
         if trainer.bounds(index):
             first = first_slice_of(forgotten, train_parts[index], trainer.bounds(index)) or 0
-            record = trainer.refit(index, retain_parts[index], member, members[index], first)
+            record = trainer.train_slices(index, retain_parts[index], member, members[index], first)
         else:
-            record = trainer.fit(index, retain_parts[index], member)
+            record = trainer.train_shard(index, retain_parts[index], member)
         trained += record["trainable_params"]
         members[index] = member
     kept = [m for _, m in sorted(members.items()) if m is not None]
