@@ -13,6 +13,7 @@ from e2urec.checkpoints.scorers import ModelScorer, Scorer, load_scorer
 from e2urec.config import PrepareConfig
 from e2urec.data.protocol import prepare_dataset, write_prepared
 from e2urec.data.samples import read_manifest
+from e2urec.runtime import pick_device
 
 
 def add_common_args(parser: argparse.ArgumentParser,
@@ -46,12 +47,12 @@ def scorers_of(names: str) -> list[tuple[str, Scorer]]:
     return [(name, scorer_of(name)) for name in names.split(",")]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but no CUDA device is visible")
-    return torch.device(name)
+def device_of(args: argparse.Namespace) -> torch.device:
+    """``--device`` as a torch device; one clear line when it cannot be had."""
+    try:
+        return pick_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def prepared_data(args: argparse.Namespace) -> Path:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import pick_device, print_table, scorers_of
+from benchmarks.common import device_of, print_table, scorers_of
 from e2urec.data.samples import read_manifest
 from e2urec.evaluation.ranking import candidate_groups, candidate_scores, rank_metrics
 
@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     read_manifest(args.data)
     models = scorers_of(args.models)
-    device = pick_device(args.device)
+    device = device_of(args)
     groups = candidate_groups(args.data, args.negatives, args.positives)
     if groups is None:
         raise SystemExit(f"{args.data} has no catalogue to rank from")

@@ -26,7 +26,7 @@ import torch
 
 from benchmarks.common import (
     add_common_args,
-    pick_device,
+    device_of,
     prepared_data,
     print_table,
     sync,
@@ -89,7 +89,7 @@ def reference_step(student, original, augmented, forget_batch, retain_batch, alp
 
 
 def run(args: argparse.Namespace) -> float:
-    device = pick_device(args.device)
+    device = device_of(args)
     data = prepared_data(args)
     config = BackboneConfig(name=args.model, **(TINY if args.model.startswith("tiny-") else {}))
     original = create_backbone(config, data, seed=args.seed)

@@ -39,7 +39,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks.common import add_common_args, pick_device, prepared_data, print_table
+from benchmarks.common import add_common_args, device_of, prepared_data, print_table
 from e2urec.bench.config import StudyConfig, load_study
 from e2urec.bench.tables import canary_lift
 from e2urec.checkpoints.scorers import load_scorer
@@ -246,7 +246,7 @@ def run_seed(args: argparse.Namespace, seed: int, data: str | None, methods: lis
              ) -> dict[str, tuple[float, str]]:
     """One seed: its Original, both requests, the table; the last lines' ratios and
     verdicts."""
-    cpu = pick_device(args.device).type == "cpu"
+    cpu = device_of(args).type == "cpu"
     study = load_study(args.config) if args.config else None
     args = argparse.Namespace(**{**vars(args), "seed": seed, "data": data})
     work = Path(args.workdir) / f"vs-retrain-{args.model or 'study'}" / (

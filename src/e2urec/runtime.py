@@ -1,4 +1,5 @@
-"""Process-wide settings: torch's CPU thread count (a run records it), quiet logs.
+"""Process-wide settings: torch's CPU thread count (a run records it), the device that
+scores, quiet logs.
 
 On a small machine the thread count matters more than anything else: two
 busy processes with two threads each on two cores ran scoring 5x slower than
@@ -75,3 +76,13 @@ def quiet_progress_bars() -> None:
 
     if not sys.stderr.isatty():
         logging.disable_progress_bar()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The device a run scores on: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda``
+    (a ValueError when no GPU is visible)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is visible")
+    return torch.device(name)

@@ -32,6 +32,7 @@ from e2urec.evaluation.lira import ReferenceLevels, reference_levels
 from e2urec.evaluation.predict import Predictions, predict
 from e2urec.fileio import atomic_write_text, write_json
 from e2urec.methods import run_method
+from e2urec.runtime import pick_device
 from e2urec.training.loop import make_accelerator
 from e2urec.training.shards import ShardTrainer, save_initial_ensemble
 
@@ -154,4 +155,4 @@ def evaluate_stage(study: StudyConfig, data_dir: Path, model_dir: Path, referenc
 
 def study_device(study: StudyConfig) -> torch.device:
     """Where a study scores: the GPU when there is one, unless the study says ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() and not study.cpu else "cpu")
+    return pick_device("cpu" if study.cpu else "auto")
