@@ -83,7 +83,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
     from e2urec.checkpoints.folders import check_model_folder
     from e2urec.checkpoints.scorers import load_scorer
@@ -91,13 +90,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from e2urec.evaluation.evaluate import evaluate, format_table
     from e2urec.evaluation.ranking import popularity
     from e2urec.fileio import check_output_file, write_json
+    from e2urec.runtime import pick_device
 
     read_manifest(args.data)
     check_model_folder(args.model)
     if args.reference:
         check_model_folder(args.reference)
     check_output_file(args.out, _is_evaluation(Path(args.out)), args.overwrite)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    device = pick_device("cpu" if args.cpu else "auto")
     scorer = load_scorer(args.model)
     reference = load_scorer(args.reference) if args.reference else None
     results, _ = evaluate(scorer, args.data, reference, args.batch_size, device=device)
