@@ -83,7 +83,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-
     from e2urec.checkpoints.folders import check_model_folder
     from e2urec.checkpoints.scorers import load_scorer
     from e2urec.data.samples import read_manifest
