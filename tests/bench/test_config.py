@@ -51,3 +51,14 @@ def test_a_malformed_grid_or_a_typo_in_it_is_refused(tmp_path, grid):
                      f"    grid: {grid}\n")
     with pytest.raises(ConfigError, match="grid|lr_sacle"):
         load_study(study)
+
+
+def test_the_exact_path_study_cuts_user_shards_into_slices_on_the_demos_recipe():
+    study = load_study(CONFIGS / "exact-path.yaml")
+    assert study.data.shards == 8 and study.seeds == [42]
+    assert sorted(study.methods) == ["receraser", "sisa/user/slices=1", "sisa/user/slices=2",
+                                     "sisa/user/slices=4"]
+    assert all(m == {"shard_by": "user", "slices": r} for r, m in
+               zip((1, 2, 4), (study.methods[f"sisa/user/slices={r}"] for r in (1, 2, 4)),
+                   strict=True))
+    assert study.train == load_study(CONFIGS / "demo-seeds.yaml").train
