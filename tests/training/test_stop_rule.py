@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from e2urec.training.plateau import PLATEAU_CHECKS, PlateauGuard, binary_kl
 from e2urec.training.stop_rule import (
-    PLATEAU_CHECKS,
     Guard,
-    PlateauGuard,
     StopRule,
     auc_floor,
     auc_standard_error,
-    binary_kl,
     ceiling_reason,
     nothing_to_unlearn,
     open_measures,

@@ -48,13 +48,12 @@ from e2urec.training.losses import (
     decision_loss,
     push_shares,
 )
+from e2urec.training.plateau import TeacherProbe, make_teacher_probe
 from e2urec.training.shards import Assign, shard_assignment
 from e2urec.training.stop_rule import (
     Probe,
     StopRule,
-    TeacherProbe,
     make_probe,
-    make_teacher_probe,
     nothing_to_unlearn,
 )
 from e2urec.training.teachers import (

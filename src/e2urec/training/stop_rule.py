@@ -29,7 +29,7 @@ sample of forget rows and measures each row's binary divergence from the
 teacher's answer. The run stops at the first check that is not closer to the
 teacher than the best one so far by more than ``noise_z`` standard errors of
 the paired row-by-row change, ``PLATEAU_CHECKS`` checks in a row (a plateau
-within noise), and keeps the closer of the best and the last.
+within noise), and keeps the closer of the best and the last (training/plateau.py).
 
 A run whose budget (``schedule.epochs``) ends before the rule stops it hit
 its ceiling, and its history says so (:func:`stopped_by`).
@@ -38,13 +38,12 @@ its ceiling, and its history says so (:func:`stopped_by`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from e2urec.backbones.registry import Backbone
@@ -52,11 +51,9 @@ from e2urec.backbones.scoring import AnswerTokens, answer_logits, binary_log_los
 from e2urec.config import ConfigError, option
 from e2urec.data.samples import unplanted
 from e2urec.training.loop import trainable_state
+from e2urec.training.plateau import PlateauGuard
 
 Batch = dict[str, torch.Tensor]
-# Checks in a row without a significant step toward the teacher before the plateau rule stops
-# (the first steps of Adam and the retain term can move the forget rows away for a check).
-PLATEAU_CHECKS = 3
 MEASURES = ("loss", "ranking", "membership")
 
 
@@ -99,51 +96,6 @@ class Probe:
     def measure(self, model: torch.nn.Module, device: torch.device, tokens: AnswerTokens
                 ) -> dict[str, Any]:
         return measure(model, self, device, tokens)
-
-
-@dataclass
-class TeacherProbe:
-    """Fixed forget rows and the teacher's Yes-vs-No log-odds on each, for ``plateau``."""
-
-    batches: list[Batch]
-    teacher_log_odds: torch.Tensor
-
-    def measure(self, model: torch.nn.Module, device: torch.device, tokens: AnswerTokens
-                ) -> dict[str, Any]:
-        """The mean binary divergence from the teacher, and each row's (``rows``)."""
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            student = torch.cat([
-                answer_logits(model, {k: v.to(device) for k, v in batch.items()})[:, 0]
-                .double().cpu() for batch in self.batches])
-        model.train(was_training)
-        rows = binary_kl(self.teacher_log_odds.double(),
-                         student[:, tokens.yes_id] - student[:, tokens.no_id]).numpy()
-        return {"distance": float(rows.mean()), "rows": rows}
-
-
-def binary_kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) of the Yes/No answer, per row, from the two log-odds."""
-    p = torch.sigmoid(teacher)
-    # log P(yes) = -softplus(-z), log P(no) = -softplus(z)
-    return p * (F.softplus(-student) - F.softplus(-teacher)) + \
-        (1 - p) * (F.softplus(student) - F.softplus(teacher))
-
-
-def make_teacher_probe(backbone: Backbone, forget: Sequence[dict],
-                       teacher_logits: Callable[[torch.Tensor], torch.Tensor], size: int,
-                       seed: int, batch_size: int = 64) -> TeacherProbe:
-    """At most ``size`` seeded unplanted forget rows; ``teacher_logits(positions)`` gives the
-    teacher's answer logits ``[B, A, V]`` for positions in ``forget``."""
-    rng = np.random.default_rng(seed)
-    positions = [i for i, row in enumerate(forget) if not row.get("planted")]  # measured apart
-    positions = sorted(positions[i] for i in rng.permutation(len(positions))[:size])
-    encoder = backbone.encoder()
-    tokens = encoder.tokens
-    z = teacher_logits(torch.tensor(positions))[:, 0].float().cpu()
-    return TeacherProbe(list(encoder.batches([forget[i] for i in positions], batch_size)),
-                        z[:, tokens.yes_id] - z[:, tokens.no_id])
 
 
 def make_probe(backbone: Backbone, forget: Sequence[dict], holdout: Sequence[dict],
@@ -322,36 +274,6 @@ class Guard:
             return why, self.previous["step"] if keep_previous else point["step"]
         self.previous, self.previous_state = point, trainable_state(model)
         return None
-
-
-@dataclass
-class PlateauGuard:
-    """The plateau rule at work: the check closest to the teacher so far and its weights."""
-
-    stop: StopRule
-    best: dict[str, Any]
-    best_state: dict[str, torch.Tensor]
-    since_best: int = 0
-
-    def check(self, point: dict[str, Any], model: torch.nn.Module) -> tuple[str, int] | None:
-        """Go on while a check within the last ``PLATEAU_CHECKS`` came closer to the teacher
-        than the best before it by more than ``noise_z`` standard errors of the paired
-        row-by-row change; else stop on the closer of the best and this check."""
-        change = self.best["rows"] - point["rows"]  # positive: closer to the teacher now
-        se = float(change.std(ddof=1) / math.sqrt(len(change))) if len(change) > 1 else 0.0
-        if float(change.mean()) > self.stop.noise_z * se:
-            self.best, self.best_state, self.since_best = point, trainable_state(model), 0
-            return None
-        self.since_best += 1
-        if self.since_best < PLATEAU_CHECKS:
-            return None
-        kept = self.best if self.best["distance"] < point["distance"] else point
-        if kept is self.best:
-            model.load_state_dict(self.best_state, strict=False)
-        return (f"the distance to the teacher stopped falling: {PLATEAU_CHECKS} checks to step "
-                f"{point['step']} within {self.stop.noise_z:g} standard errors of the best "
-                f"({self.best['distance']:.4f} at step {self.best['step']}, now "
-                f"{point['distance']:.4f}); kept step {kept['step']}, the closer", kept["step"])
 
 
 def ceiling_reason(total_steps: int) -> str:

@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from e2urec.backbones.registry import Backbone
 from e2urec.config import ConfigError, option
+from e2urec.training.plateau import TeacherProbe
 from e2urec.training.stop_rule import (
     Guard,
     Probe,
     StopRule,
-    TeacherProbe,
     ceiling_reason,
     nothing_to_unlearn,
 )
