@@ -32,9 +32,8 @@ def flush(store: Store, log: Callable[[str], None] = print, cpu: bool = False,
     ends ``done``, naming the request that forgot them.
     """
     close_queued(store, log)
-    queued = store.ledger.queued()
-    users = list(dict.fromkeys(u for r in queued for u in r["users"]
-                               if u not in store.ledger.forgotten()))
+    queued, forgotten = store.ledger.queued(), store.ledger.forgotten()
+    users = list(dict.fromkeys(u for r in queued for u in r["users"] if u not in forgotten))
     if not users:
         return Outcome(None, "nothing to do", "no request is queued")
     oldest = queued[0]
